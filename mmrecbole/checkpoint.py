@@ -1,0 +1,162 @@
+"""Safe, atomic checkpoints: tensors + plain JSON, loaded with `torch.load(weights_only=True)`.
+
+One `.pth` file holds:
+  format            "mmrecbole-checkpoint/1"
+  meta_json         model, dataset, entity counts and id-map digests, package versions, creation time
+  config_json       the resolved plain settings (enough to rebuild the Config, the dataset split and the model)
+  training_json     epoch, early-stopping step, best validation score and metric
+  state_dict        the model's tensors
+  other_parameter   fitted state outside state_dict (Pop counts, ItemKNN similarity...) encoded as tensors
+  optimizer         the optimizer's state_dict (tensors and numbers), for resuming
+
+Nothing in it is a pickled Python object, so loading never runs code. Files are written to a temporary name in the
+same folder and renamed, so a crash never leaves a half-written checkpoint under the real name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import platform
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+
+import torch
+
+from mmrecbole import __version__, compat
+from mmrecbole.errors import CheckpointError
+
+FORMAT = "mmrecbole-checkpoint/1"
+
+
+def _plain(value):
+    """JSON-safe copy of a config value (tuples -> lists, other objects -> their string form)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(path, *, model, config, dataset_fingerprint=None, training=None, optimizer_state=None) -> None:
+    resolved = getattr(config, "resolved", None)
+    if resolved is None:
+        raise TypeError("config must be a mmrecbole.config.Config (it carries the resolved settings)")
+    meta = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "dataset_fingerprint": dataset_fingerprint,
+        "versions": {
+            "mmrecbole": __version__,
+            "recbole": compat.recbole_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    payload = {
+        "format": FORMAT,
+        "meta_json": json.dumps(meta),
+        "config_json": json.dumps(_plain(resolved)),
+        "training_json": json.dumps(training or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "other_parameter": compat.encode_other_parameters(model),
+        "optimizer": optimizer_state,
+    }
+    atomic_torch_save(payload, str(path))
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    meta: dict
+    config: dict
+    training: dict
+    state_dict: dict
+    other_parameter: dict
+    optimizer_state: dict | None
+
+    @property
+    def model(self) -> str:
+        return self.meta["model"]
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    def check_matches(self, model: str, dataset: str, fingerprint: dict | None = None) -> None:
+        """Refuse a checkpoint of another model or dataset, or of the same dataset with other ids/counts."""
+        if self.model != model:
+            raise CheckpointError(
+                f"checkpoint {self.path} holds a {self.model} model, not {model}; pick a {model} checkpoint or "
+                f"run with --model={self.model}"
+            )
+        if self.dataset != dataset:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on dataset '{self.dataset}', not '{dataset}'"
+            )
+        saved = self.meta.get("dataset_fingerprint")
+        if fingerprint is not None and saved is not None and saved != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on '{self.dataset}' with {saved['n_users']} users and "
+                f"{saved['n_items']} items (ids {saved['item_ids_sha1']}); the dataset built now has "
+                f"{fingerprint['n_users']} users and {fingerprint['n_items']} items (ids "
+                f"{fingerprint['item_ids_sha1']}): its files or filtering changed, so the embeddings' rows no "
+                "longer match; retrain"
+            )
+
+    def restore_into(self, model, device="cpu") -> None:
+        result = model.load_state_dict(self.state_dict, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"checkpoint {self.path} does not fit this {type(model).__name__}: missing "
+                f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]} (was it trained with "
+                "other model settings?)"
+            )
+        model.load_other_parameter(compat.decode_other_parameters(self.other_parameter, device))
+
+
+def read(path, map_location="cpu") -> Checkpoint:
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {path}: it contains pickled Python objects, not only tensors and plain values "
+            f"(a RecBole or foreign checkpoint?) [{str(exc).splitlines()[0][:160]}]"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is truncated or corrupt ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a mmrecbole checkpoint (expected format {FORMAT})")
+    return Checkpoint(
+        path=path,
+        meta=json.loads(payload["meta_json"]),
+        config=json.loads(payload["config_json"]),
+        training=json.loads(payload["training_json"]),
+        state_dict=payload["state_dict"],
+        other_parameter=payload["other_parameter"],
+        optimizer_state=payload.get("optimizer"),
+    )

@@ -1,0 +1,162 @@
+"""Command line: `python run_recbole_mm.py --model=SASRec --dataset=ml-100k [--config_files a.yaml b.yaml]
+[--key=value ...]`.
+
+Bad input gets one line on stderr and exit code 2 (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from mmrecbole.errors import ConfigError, UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message over several lines; we want one line
+        raise ConfigError(f"{message} (see --help)")
+
+
+def _model_list_text() -> str:
+    from mmrecbole.registry import available_models
+
+    models = available_models()
+    width = 100
+    ours = textwrap.fill(", ".join(models["mmrecbole"]) or "(none yet)", width, initial_indent="  ",
+                         subsequent_indent="  ")
+    theirs = textwrap.fill(", ".join(models["recbole"]), width, initial_indent="  ", subsequent_indent="  ")
+    return f"models (mmrecbole):\n{ours}\nmodels (RecBole):\n{theirs}"
+
+
+def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
+    epilog = (
+        "Any other setting is a --key=value flag (RecBole style), parsed as YAML: --learning_rate=1e-3 "
+        "--topk=[10,20] --eval_args='{mode: full}'.\nSettings layer as: RecBole defaults < properties/overall.yaml "
+        "< properties/model/<Model>.yaml < properties/dataset/<dataset>.yaml < --config_files < --key=value.\n\n"
+    )
+    if with_models:
+        epilog += _model_list_text()
+    parser = _Parser(
+        prog="run_recbole_mm.py",
+        description="Train a recommender (RecBole's or mmrecbole's), early-stop on validation, test the best "
+        "checkpoint; or evaluate a saved checkpoint.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help (with the model list) and exit")
+    parser.add_argument("--model", help="model name, e.g. SASRec, BPR, MMSASRec")
+    parser.add_argument("--dataset", help="dataset name: a folder <data_path>/<name>/ of RecBole atomic files")
+    parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE",
+                        help="YAML files layered in order (space- or comma-separated)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="evaluate this saved checkpoint on valid and test instead of training")
+    parser.add_argument("--no_save", action="store_true",
+                        help="do not write checkpoints (test then uses the last epoch, not the best)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def parse_args(argv):
+    """(namespace, overrides dict) from argv; overrides are `--key=value` flags parsed as YAML."""
+    from mmrecbole.config import parse_value
+
+    args, extras = build_parser().parse_known_args(argv)
+    files = [f for item in args.config_files for f in item.replace(",", " ").split()]
+    overrides = {}
+    for token in extras:
+        if token.startswith("--") and "=" in token:
+            key, value = token[2:].split("=", 1)
+            if not key:
+                raise ConfigError(f"malformed flag '{token}': expected --key=value")
+            if key in overrides:
+                raise ConfigError(f"flag --{key} given twice")
+            overrides[key] = parse_value(value)
+        elif not token.startswith("-") and token.endswith((".yaml", ".yml")) and files:
+            files.append(token)  # `--config_files=a.yaml b.yaml`: argparse hands b.yaml over as an extra
+        else:
+            raise ConfigError(f"unrecognized argument '{token}': settings are given as --key=value (see --help)")
+    args.config_files = files
+    return args, overrides
+
+
+def _format_table(result: dict) -> str:
+    names = list(result["test"] or result["valid"])
+    lines = [f"{'metric':<22}{'valid':>10}{'test':>10}"]
+    for name in names:
+        valid = result["valid"].get(name)
+        test = result["test"].get(name)
+        lines.append(f"{name:<22}{'' if valid is None else f'{valid:.4f}':>10}{'' if test is None else f'{test:.4f}':>10}")
+    return "\n".join(lines)
+
+
+def _report_run(result: dict) -> str:
+    head = f"{result['model']} on {result['dataset']} (seed {result['seed']})"
+    if result["stopped_early"]:
+        stop = f"early-stopped after {result['epochs_run']} epochs on valid {result['valid_metric']}"
+    else:
+        stop = (f"stopped at the epoch budget (epochs={result['epochs_budget']}): a quick-start budget, not "
+                f"converged; raise --epochs for full training")
+    lines = [
+        "",
+        f"== {head}: best epoch {result['best_epoch']}, {stop}",
+        f"   train {result['train_seconds']:.1f} s, test evaluation {result['test_seconds']:.1f} s, "
+        f"{result['n_parameters']:,} trainable parameters",
+        _format_table(result),
+    ]
+    if result["checkpoint"]:
+        lines.append(f"checkpoint: {os.path.relpath(result['checkpoint'])}")
+    lines.append(f"log:        {os.path.relpath(result['log_file'])}")
+    return "\n".join(lines)
+
+
+def _report_checkpoint(result: dict) -> str:
+    training = result.get("training") or {}
+    return "\n".join([
+        "",
+        f"== {result['model']} on {result['dataset']} from {result['checkpoint']} (saved at epoch "
+        f"{training.get('epoch')})",
+        _format_table(result),
+    ])
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        if "-h" in argv or "--help" in argv:
+            build_parser(with_models=True).print_help()
+            return 0
+        args, overrides = parse_args(argv)
+        from mmrecbole import quick_start
+
+        if args.checkpoint:
+            if overrides:
+                flags = " ".join(f"--{k}" for k in overrides)
+                raise ConfigError(f"{flags}: settings cannot change a saved checkpoint; --checkpoint evaluates it "
+                                  "with the settings it was trained with")
+            result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
+            print(_report_checkpoint(result))
+            return 0
+        if not args.model:
+            raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")
+        if "," in args.model:
+            raise ConfigError("several models in --model: run them one at a time (leaderboards are not built yet)")
+        if not args.dataset:
+            raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
+        result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,
+                                 saved=not args.no_save)
+        print(_report_run(result))
+        return 0
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,467 @@
+"""The one module that knows RecBole 1.2.1's internals and version quirks.
+
+Everything else in mmrecbole uses RecBole through what this module exposes. Each workaround says what breaks
+without it, so that moving to another RecBole release means reading this file only.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import yaml
+
+RECBOLE_VERSION_TESTED = "1.2.1"
+
+# Subpackages of recbole.model searched by name. `exlib_recommender` (XGBoost / LightGBM as nn.Modules) is left
+# out on purpose: xgboost is not installed, and our LightGBM stacker has its own fit/predict contract.
+_RECBOLE_MODEL_SUBPACKAGES = (
+    "general_recommender",
+    "sequential_recommender",
+    "context_aware_recommender",
+    "knowledge_aware_recommender",
+)
+
+# Keys RecBole's code reads with `config[key]` although none of its property files defines them (found by scanning
+# recbole/**/*.py for config["..."] minus the keys of recbole/properties/**/*.yaml). RecBole's Config answers None
+# for any unknown key; ours refuses unknown keys, so these optional ones are listed here and answer None.
+RECBOLE_OPTIONAL_KEYS = frozenset(
+    {
+        "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "INVERSE_ITEM_SEQ", "MASK_INDEX", "MASK_ITEM_SEQ", "NEG_ITEMS",
+        "POS_ITEMS", "REORDER_ITEM_SEQ", "cin", "config_file", "contrast", "encoding", "eta", "feature_num",
+        "has_residual", "norm", "sim", "tail_ratio", "token_num_threshold", "use_filter", "world_size",
+        "xgb_early_stopping_rounds",
+    }
+)
+
+# Keys RecBole's Config derives itself; a user never sets them.
+RECBOLE_DERIVED_KEYS = frozenset(
+    {
+        "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "single_spec", "local_rank",
+        "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger",
+    }
+)
+
+
+def _recbole_dir() -> str:
+    spec = importlib.util.find_spec("recbole")
+    return os.path.dirname(spec.origin)
+
+
+def recbole_version() -> str:
+    import recbole
+
+    return getattr(recbole, "__version__", "unknown")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# YAML: RecBole parses with yaml.FullLoader (constructs arbitrary Python objects from tags) and patches a float
+# resolver onto that global class. We parse with a SafeLoader subclass carrying the same float resolver, so that
+# `1e-3` is a float (YAML 1.1 would read a string) and `!!python/object` tags are refused.
+# --------------------------------------------------------------------------------------------------------------
+class SafeYamlLoader(yaml.SafeLoader):
+    pass
+
+
+SafeYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:
+         [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=SafeYamlLoader)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def recbole_model_names() -> dict:
+    """{model name: subpackage} for RecBole's models, read from the subpackages' __init__.py without importing
+    them (importing all of them takes seconds and runs sine.py's side effect, below)."""
+    names = {}
+    root = os.path.join(_recbole_dir(), "model")
+    for sub in _RECBOLE_MODEL_SUBPACKAGES:
+        with open(os.path.join(root, sub, "__init__.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    names[alias.asname or alias.name] = sub
+    return names
+
+
+def import_recbole_model(name: str) -> type:
+    from recbole.utils import get_model
+
+    model_class = get_model(name)
+    # recbole/model/sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True) at import time, and
+    # importing any sequential model imports that whole subpackage. With anomaly detection on, every backward pass
+    # records stack traces: training is ~25% slower. Switch it off again after every import of RecBole's models.
+    torch.autograd.set_detect_anomaly(False)
+    return model_class
+
+
+def recbole_trainer_class(model_type, model_name: str) -> type:
+    from recbole.utils import get_trainer
+
+    return get_trainer(model_type, model_name)
+
+
+def model_type_of(model_class):
+    return model_class.type
+
+
+def is_sequential(config) -> bool:
+    from recbole.utils import ModelType
+
+    return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configuration keys
+# --------------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def recbole_known_keys() -> frozenset:
+    """Every key any RecBole property file defines, its argument lists, and the optional keys above."""
+    from recbole.utils.argument_list import (
+        dataset_arguments,
+        evaluation_arguments,
+        general_arguments,
+        training_arguments,
+    )
+
+    keys = set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    props = os.path.join(_recbole_dir(), "properties")
+    for dirpath, _, files in os.walk(props):
+        for name in files:
+            if name.endswith(".yaml"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    data = load_yaml(f.read()) or {}
+                keys.update(data)
+    return frozenset(keys | RECBOLE_OPTIONAL_KEYS | {"model", "dataset"})
+
+
+def recbole_config_base():
+    """RecBole's Config class with the hooks our Config overrides (see mmrecbole.config)."""
+    from recbole.config import Config
+
+    return Config
+
+
+def bundled_dataset_path(dataset: str) -> str | None:
+    """RecBole's Config always reads a dataset named exactly `ml-100k` from the copy inside the wheel
+    (configurator.py `_set_default_parameters`), whatever `data_path` says."""
+    if dataset == "ml-100k":
+        return os.path.join(_recbole_dir(), "dataset_example", "ml-100k")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+def dataset_class_for(config) -> type:
+    """RecBole's dataset class for a model (its create_dataset logic, without the cache).
+
+    RecBole's `create_dataset` unpickles `<checkpoint_dir>/<dataset>-<Class>.pth` whenever such a file exists, and
+    `data_preparation` unpickles `<checkpoint_dir>/<dataset>-for-<model>-dataloader.pth` likewise: loading a
+    pickle from a shared output folder runs arbitrary code and silently reuses stale splits. We always build.
+    """
+    from recbole.utils import ModelType
+
+    module = importlib.import_module("recbole.data.dataset")
+    special = getattr(module, f'{config["model"]}Dataset', None)
+    if special is not None:
+        return special
+    by_type = {
+        ModelType.GENERAL: "Dataset",
+        ModelType.SEQUENTIAL: "SequentialDataset",
+        ModelType.CONTEXT: "Dataset",
+        ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+        ModelType.TRADITIONAL: "Dataset",
+        ModelType.DECISIONTREE: "Dataset",
+    }
+    return getattr(module, by_type[config["MODEL_TYPE"]])
+
+
+def build_dataloaders(config, dataset):
+    """(train, valid, test) dataloaders: RecBole's `data_preparation` minus its dataloader pickle cache."""
+    from recbole.data.utils import KGSampler, create_samplers, get_dataloader
+    from recbole.utils import ModelType
+
+    built = dataset.build()
+    train_set, valid_set, test_set = built
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        kg_sampler = KGSampler(
+            dataset, config["train_neg_sample_args"]["distribution"], config["train_neg_sample_args"]["alpha"]
+        )
+        train = get_dataloader(config, "train")(config, train_set, train_sampler, kg_sampler, shuffle=True)
+    else:
+        train = get_dataloader(config, "train")(config, train_set, train_sampler, shuffle=config["shuffle"])
+    valid = get_dataloader(config, "valid")(config, valid_set, valid_sampler, shuffle=False)
+    test = get_dataloader(config, "test")(config, test_set, test_sampler, shuffle=False)
+    return train, valid, test
+
+
+def dataset_of(dataloader):
+    """The Dataset behind a RecBole dataloader (a private attribute in 1.2.1)."""
+    return dataloader._dataset
+
+
+def _ids_digest(tokens) -> str:
+    h = hashlib.sha1()
+    for tok in tokens:
+        h.update(str(tok).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> dict:
+    """What a checkpoint must match: entity counts and digests of the id maps (row i of an embedding = id i)."""
+    return {
+        "n_users": int(dataset.user_num),
+        "n_items": int(dataset.item_num),
+        "user_ids_sha1": _ids_digest(dataset.field2id_token[dataset.uid_field]),
+        "item_ids_sha1": _ids_digest(dataset.field2id_token[dataset.iid_field]),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model state outside state_dict
+# --------------------------------------------------------------------------------------------------------------
+# RecBole models keep some fitted state outside nn.Module parameters and list it in `other_parameter_name`
+# (Pop: item_cnt tensor; ItemKNN: scipy sparse `w` and `pred_mat`; LightGCN: cached embeddings). RecBole pickles
+# those objects into its checkpoints. We encode them as plain tensors so that `torch.load(weights_only=True)` reads
+# them.
+_SPARSE = "__scipy_sparse__"
+_NDARRAY = "__ndarray__"
+
+
+def encode_other_parameters(model) -> dict:
+    encoded = {}
+    for name, value in model.other_parameter().items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            encoded[name] = value
+        elif isinstance(value, torch.nn.Module):
+            continue  # already in state_dict
+        elif isinstance(value, torch.Tensor):
+            encoded[name] = value.detach().cpu()
+        elif sp.issparse(value):
+            csr = value.tocsr()
+            encoded[name] = {
+                _SPARSE: value.getformat(),
+                "data": torch.from_numpy(np.asarray(csr.data)),
+                "indices": torch.from_numpy(np.asarray(csr.indices, dtype=np.int64)),
+                "indptr": torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64)),
+                "shape": list(csr.shape),
+            }
+        elif isinstance(value, np.ndarray) and value.dtype != object:
+            encoded[name] = {_NDARRAY: True, "array": torch.from_numpy(np.ascontiguousarray(value))}
+        else:
+            raise TypeError(
+                f"cannot store {type(model).__name__}.{name} ({type(value).__name__}) in a safe checkpoint; "
+                "keep fitted state in tensors, numpy arrays or scipy sparse matrices"
+            )
+    return encoded
+
+
+def decode_other_parameters(encoded: dict, device) -> dict:
+    decoded = {}
+    for name, value in encoded.items():
+        if isinstance(value, dict) and _SPARSE in value:
+            csr = sp.csr_matrix(
+                (value["data"].numpy(), value["indices"].numpy(), value["indptr"].numpy()), shape=value["shape"]
+            )
+            decoded[name] = csr.asformat(value[_SPARSE])
+        elif isinstance(value, dict) and _NDARRAY in value:
+            decoded[name] = value["array"].numpy()
+        elif isinstance(value, torch.Tensor):
+            decoded[name] = value.to(device)
+        else:
+            decoded[name] = value
+    return decoded
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer hooks
+# --------------------------------------------------------------------------------------------------------------
+class SafeCheckpointMixin:
+    """Put before a RecBole trainer class in the MRO.
+
+    RecBole 1.2.1 pickles its Config object into every checkpoint and reloads with a bare `torch.load`; torch >= 2.6
+    defaults to `weights_only=True`, so RecBole's own reload of the best model fails (and loading a pickle is
+    unsafe anyway). We save state_dict + plain JSON config + metadata atomically (mmrecbole.checkpoint) and load
+    with weights_only=True, refusing checkpoints of another model or dataset.
+
+    Also: RecBole masks a user's already-seen items in full-ranking evaluation for general models only; its
+    sequential evaluation ranks the items of the input sequence too. With `mask_seen_items: True` (our default)
+    sequential models get the same masking, so every row of a leaderboard is ranked over the same candidates.
+    """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.dataset_fingerprint = dataset_fingerprint(dataset_of(train_data))
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        from mmrecbole import checkpoint
+
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        checkpoint.save(
+            path,
+            model=self.model,
+            config=self.config,
+            dataset_fingerprint=getattr(self, "dataset_fingerprint", None),
+            training={
+                "epoch": int(epoch),
+                "cur_step": int(self.cur_step),
+                "best_valid_score": float(self.best_valid_score),
+                "valid_metric": self.valid_metric,
+            },
+            optimizer_state=self.optimizer.state_dict() if getattr(self, "optimizer", None) else None,
+        )
+        if verbose:
+            self.logger.info(f"Saving current: {path}")
+
+    def resume_checkpoint(self, resume_file):
+        from mmrecbole import checkpoint
+
+        ckpt = checkpoint.read(resume_file, map_location=self.device)
+        ckpt.check_matches(self.config["model"], self.config["dataset"])
+        ckpt.restore_into(self.model, device=self.device)
+        if ckpt.optimizer_state is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = ckpt.training["epoch"] + 1
+        self.cur_step = ckpt.training["cur_step"]
+        self.best_valid_score = ckpt.training["best_valid_score"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            from mmrecbole import checkpoint
+
+            path = model_file or self.saved_model_file
+            ckpt = checkpoint.read(path, map_location=self.device)
+            ckpt.check_matches(
+                self.config["model"], self.config["dataset"], dataset_fingerprint(dataset_of(eval_data))
+            )
+            ckpt.restore_into(self.model, device=self.device)
+            self.logger.info(f"Loading model structure and parameters from {path}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self.config["mask_seen_items"] and is_sequential(self.config):
+            # The input sequence holds the user's items before the target (in leave-one-out: all seen items).
+            seen = interaction[self.model.ITEM_SEQ].to(scores.device)
+            scores.scatter_(1, seen, -np.inf)  # padding id 0 is already -inf
+        return interaction, scores, positive_u, positive_i
+
+
+def safe_trainer(base: type) -> type:
+    """`base` (a RecBole trainer class) with SafeCheckpointMixin in front."""
+    if issubclass(base, SafeCheckpointMixin):
+        return base
+    return type(base.__name__, (SafeCheckpointMixin, base), {"__module__": __name__, "__doc__": base.__doc__})
+
+
+def set_seed(seed: int, reproducible: bool) -> None:
+    from recbole.utils import init_seed
+
+    init_seed(seed, reproducible)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config: RecBole's Config with its private steps routed to public hooks that mmrecbole.config.Config implements.
+# --------------------------------------------------------------------------------------------------------------
+from recbole.config import Config as _RecBoleConfig  # noqa: E402  (kept next to the only code that needs it)
+
+
+class RecBoleConfigAdapter(_RecBoleConfig):
+    """What RecBole 1.2.1's Config does by itself, and why we replace it:
+
+    - `_load_cmd_line` reads `sys.argv` from inside the constructor (a library reading the host program's argv;
+      pytest's flags become config) and `eval()`s every value. Our CLI parses flags and passes them in.
+    - `_load_variable_config_dict` `eval()`s string values of the config dict. We take values as given.
+    - `_build_yaml_loader` parses with yaml.FullLoader. We use SafeYamlLoader.
+    - `_get_model_and_dataset` only finds RecBole's own models. We ask our registry.
+    - `_load_internal_config_dict` only reads RecBole's property files. We layer ours on top.
+    - `__getitem__` answers None for any unknown key, so typos pass silently. Ours raises (see config.py).
+
+    Subclasses implement: `external_layers()`, `model_class_for(name)`, `extra_property_files(model, dataset)`,
+    `finalize(final_config_dict)`.
+    """
+
+    def _build_yaml_loader(self):
+        return SafeYamlLoader
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for _, values in self.external_layers():
+            merged.update(values)
+        return merged
+
+    def _load_variable_config_dict(self, config_dict):
+        return {}  # already part of external_layers()
+
+    def _load_cmd_line(self):
+        return {}  # already part of external_layers()
+
+    def _get_model_and_dataset(self, model, dataset):
+        model = model if model is not None else self.external_config_dict.get("model")
+        dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
+        if model is None or dataset is None:
+            missing = "model" if model is None else "dataset"
+            from mmrecbole.errors import ConfigError
+
+            raise ConfigError(f"no {missing} given: pass --{missing}=NAME or set `{missing}:` in a config file")
+        if isinstance(model, str):
+            return model, self.model_class_for(model), dataset
+        return model.__name__, model, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in self.extra_property_files(model, dataset):
+            values = self._update_internal_config_dict(path)
+            if values and os.path.basename(os.path.dirname(path)) == "dataset":
+                # RecBole tracks dataset-level keys to decide when a filtered dataset must be rebuilt.
+                self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        self.finalize(final)
+        return final
+
+    def external_layers(self):
+        raise NotImplementedError
+
+    def model_class_for(self, name):
+        raise NotImplementedError
+
+    def extra_property_files(self, model, dataset):
+        raise NotImplementedError
+
+    def finalize(self, final_config_dict):
+        raise NotImplementedError

@@ -1,0 +1,213 @@
+"""Configuration: RecBole's defaults, then ours, then the user's; strict about keys, never `eval()`.
+
+Layering, lowest priority first:
+  1. RecBole's property files (overall, model/<Model>.yaml, dataset/sample.yaml, its quick-start files);
+  2. this repo's `properties/overall.yaml`, `properties/model/<Model>.yaml`, `properties/dataset/<dataset>.yaml`;
+  3. `--config_files` in the order given, then a `config_dict` from code, then `--key=value` flags.
+
+A key that no RecBole or mmrecbole property file defines is an error naming the key, where it came from and the
+closest known key. Reading an unknown key from code raises too (RecBole answers None).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from functools import lru_cache
+
+from mmrecbole import PROJECT_ROOT, PROPERTIES_DIR, compat
+from mmrecbole.errors import ConfigError
+
+_PROPERTY_SUBDIRS = ("model", "dataset")  # properties/leaderboard/ holds leaderboard files, not config keys
+
+
+def read_yaml_file(path: str) -> dict:
+    """A YAML mapping from `path`, parsed safely; ConfigError if missing, malformed or not a mapping."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = compat.load_yaml(text)
+    except Exception as exc:  # yaml.YAMLError and its subclasses carry the line/column
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value, not a {type(data).__name__}")
+    return data
+
+
+def parse_value(text: str):
+    """A command-line value as a YAML scalar, list or mapping (`1e-3` -> float, `[10,20]` -> list, `a` -> 'a')."""
+    try:
+        return compat.load_yaml(text)
+    except Exception:
+        return text  # not YAML (e.g. unbalanced brackets): keep the string; type checks below catch misuse
+
+
+def our_property_files(model: str, dataset: str) -> list[str]:
+    files = [
+        os.path.join(PROPERTIES_DIR, "overall.yaml"),
+        os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+        os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+    ]
+    return [f for f in files if os.path.isfile(f)]
+
+
+@lru_cache(maxsize=None)
+def our_known_keys() -> frozenset:
+    keys = set(read_yaml_file(os.path.join(PROPERTIES_DIR, "overall.yaml")))
+    for sub in _PROPERTY_SUBDIRS:
+        folder = os.path.join(PROPERTIES_DIR, sub)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".yaml"):
+                keys.update(read_yaml_file(os.path.join(folder, name)))
+    return frozenset(keys)
+
+
+def known_keys() -> frozenset:
+    return compat.recbole_known_keys() | our_known_keys()
+
+
+# Second-level keys RecBole fills in itself and otherwise ignores silently when misspelt.
+_NESTED_KEYS = {
+    "eval_args": {"split", "group_by", "order", "mode"},
+    "train_neg_sample_args": {"distribution", "sample_num", "alpha", "dynamic", "candidate_num"},
+}
+
+
+def closest(name: str, candidates) -> str | None:
+    lowered = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _describe(source: str, key: str) -> str:
+    if source == "command line":
+        return f"command-line flag --{key}"
+    if source == "config_dict":
+        return "config_dict"
+    return f"config file {source}"
+
+
+class Config(compat.RecBoleConfigAdapter):
+    """RecBole's Config with our property files layered in, strict keys and typed values.
+
+    Args:
+        model: model name (ours or RecBole's) or class.
+        dataset: dataset name (a folder under `data_path`).
+        config_file_list: YAML files, later ones win.
+        config_dict: settings from code (e.g. a leaderboard's per-model overrides).
+        cmd_dict: settings from command-line flags, already parsed with `parse_value`; highest priority.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_dict=None):
+        layers = [(path, read_yaml_file(path)) for path in (config_file_list or [])]
+        if config_dict:
+            layers.append(("config_dict", dict(config_dict)))
+        if cmd_dict:
+            layers.append(("command line", dict(cmd_dict)))
+        self._layers = layers
+        self._sources = {}
+        for source, values in layers:
+            for key in values:
+                self._sources[key] = source
+        self._check_keys()
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except (ValueError, TypeError, NotImplementedError, RuntimeError, AssertionError) as exc:
+            # RecBole validates metrics, eval_args, topk, neg-sampling args... with these exception types.
+            raise ConfigError(f"invalid configuration: {' '.join(str(exc).split())}") from exc
+
+    # -- hooks called by RecBoleConfigAdapter -------------------------------------------------------------------
+    def external_layers(self):
+        return self._layers
+
+    def model_class_for(self, name):
+        from mmrecbole.registry import get_model
+
+        return get_model(name)
+
+    def extra_property_files(self, model, dataset):
+        return our_property_files(model, dataset)
+
+    def finalize(self, final):
+        self._check_types(final)
+        if "data_path" not in self.external_config_dict and not os.path.isabs(final["data_path"]):
+            # Our default data_path (properties/overall.yaml) means the project's dataset/ folder, wherever the
+            # command runs from; a user's relative path means relative to the working directory, as in RecBole.
+            final["data_path"] = os.path.join(PROJECT_ROOT, final["data_path"])
+        for key in ("save_dataset", "save_dataloaders"):
+            if final.get(key):
+                raise ConfigError(
+                    f"{key}: True is not supported: mmrecbole never pickles datasets or dataloaders "
+                    f"(set by {self.source_of(key)}); remove it"
+                )
+        # The plain settings behind this config, before RecBole derives its own keys: enough to rebuild it.
+        self.resolved = {k: copy.deepcopy(v) for k, v in final.items() if k not in compat.RECBOLE_DERIVED_KEYS}
+
+    # -- strictness ---------------------------------------------------------------------------------------------
+    def _check_keys(self):
+        known = known_keys()
+        for source, values in self._layers:
+            for key, value in values.items():
+                if key in compat.RECBOLE_DERIVED_KEYS:
+                    raise ConfigError(
+                        f"config key '{key}' in {_describe(source, key)} is derived by RecBole from the model; "
+                        "remove it"
+                    )
+                if key not in known:
+                    hint = closest(key, known)
+                    raise ConfigError(
+                        f"unknown config key '{key}' in {_describe(source, key)}"
+                        + (f"; did you mean '{hint}'?" if hint else "")
+                        + " (keys come from RecBole's and properties/ YAML files)"
+                    )
+                allowed = _NESTED_KEYS.get(key)
+                if allowed and isinstance(value, dict):
+                    for sub in value:
+                        if sub not in allowed:
+                            hint = closest(str(sub), allowed)
+                            raise ConfigError(
+                                f"unknown key '{sub}' inside '{key}' in {_describe(source, key)}"
+                                + (f"; did you mean '{hint}'?" if hint else f"; expected one of {sorted(allowed)}")
+                            )
+
+    def _check_types(self, final):
+        for key, value in self.external_config_dict.items():
+            default = self.internal_config_dict.get(key)
+            if default is None or value is None:
+                continue
+            expected = None
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    expected = "true or false"
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    expected = "an integer"
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    expected = "a number"
+            if expected:
+                raise ConfigError(
+                    f"config key '{key}' in {_describe(self.source_of(key), key)} must be {expected} "
+                    f"(default {default!r}), got {value!r}"
+                )
+
+    def source_of(self, key: str) -> str:
+        """Where a key's value came from: a file path, 'config_dict', 'command line', or 'property files'."""
+        return self._sources.get(key, "property files")
+
+    def __getitem__(self, key):
+        if key in self.final_config_dict:
+            return self.final_config_dict[key]
+        if key in known_keys():
+            return None  # a real key (of another model, or optional in RecBole) that is unset here
+        hint = closest(key, self.final_config_dict)
+        raise KeyError(f"unknown config key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""))
+
+    def get(self, key, default=None):
+        value = self.final_config_dict.get(key)
+        return default if value is None else value

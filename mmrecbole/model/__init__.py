@@ -1,0 +1,1 @@
+"""mmrecbole models: sequential, general, and external (implicit) recommenders on RecBole's model contract."""

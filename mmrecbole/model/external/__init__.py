@@ -1,0 +1,1 @@
+"""mmrecbole models (external); the registry finds the classes exported here."""

@@ -1,0 +1,1 @@
+"""mmrecbole models (general_recommender); the registry finds the classes exported here."""

@@ -1,0 +1,128 @@
+"""Train-and-evaluate one model (`run`) and reload a saved one (`load`).
+
+The protocol is RecBole's: fit on the training split, early-stop on the validation metric, reload the best
+checkpoint, read the test split once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mmrecbole import checkpoint, compat, registry
+from mmrecbole.config import Config
+from mmrecbole.log import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def _metrics(result) -> dict:
+    return {k: float(v) for k, v in (result or {}).items()}
+
+
+def build(config: Config):
+    """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does."""
+    compat.set_seed(config["seed"], config["reproducibility"])
+    dataset = registry.create_dataset(config)
+    train, valid, test = compat.build_dataloaders(config, dataset)
+    compat.set_seed(config["seed"], config["reproducibility"])
+    model = config.model_class(config, compat.dataset_of(train)).to(config["device"])
+    return dataset, train, valid, test, model
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=True, show_progress=None,
+        log_dir="log", console_log=True) -> dict:
+    """Train `model` on `dataset`, early-stopping on validation; evaluate the best checkpoint on test.
+
+    Returns a plain dict: model, dataset, seed, valid_metric, best_valid_score, best_epoch, epochs_run,
+    stopped_early, valid (metrics at the best epoch), test, valid_history [(epoch, score)], train_seconds,
+    test_seconds, n_parameters, checkpoint, log_file.
+    """
+    config = Config(model, dataset, config_file_list, config_dict, cmd_dict)
+    registry.ensure_dataset(config)
+    log_file = setup_logging(config, log_dir=log_dir, console=console_log)
+    logger.info(config)
+    data, train, valid, test, model_obj = build(config)
+    logger.info(data)
+    logger.info(model_obj)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    progress = config["show_progress"] if show_progress is None else show_progress
+
+    history = []
+    best = {"score": None, "epoch": None}
+
+    def on_epoch_end(epoch, score):
+        history.append((int(epoch), float(score)))
+        # RecBole's early_stopping keeps the later epoch on ties (value >= best): track the epoch it saves.
+        better = best["score"] is None or (score >= best["score"] if config["valid_metric_bigger"] else score <= best["score"])
+        if better:
+            best.update(score=float(score), epoch=int(epoch))
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train, valid, saved=saved, show_progress=progress, callback_fn=on_epoch_end
+    )
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
+    test_seconds = time.perf_counter() - start
+    epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "valid_metric": config["valid_metric"].lower(),
+        "best_valid_score": float(best_valid_score),
+        "best_epoch": best["epoch"],
+        "epochs_run": epochs_run,
+        "epochs_budget": int(trainer.epochs),
+        "stopped_early": epochs_run < int(trainer.epochs),
+        "valid": _metrics(best_valid_result),
+        "test": _metrics(test_result),
+        "valid_history": history,
+        "train_seconds": train_seconds,
+        "test_seconds": test_seconds,
+        "n_parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "log_file": log_file,
+    }
+
+
+@dataclass
+class LoadedRun:
+    config: Config
+    dataset: object
+    model: object
+    train: object
+    valid: object
+    test: object
+    checkpoint: checkpoint.Checkpoint
+
+
+def load_run(path, expect_model: str | None = None, expect_dataset: str | None = None) -> LoadedRun:
+    """Rebuild config, data split and model from a checkpoint and restore its weights (eval mode)."""
+    ckpt = checkpoint.read(path)
+    ckpt.check_matches(expect_model or ckpt.model, expect_dataset or ckpt.dataset)
+    config = Config(ckpt.model, ckpt.dataset, config_dict=ckpt.config)
+    dataset, train, valid, test, model = build(config)
+    ckpt.check_matches(ckpt.model, ckpt.dataset, compat.dataset_fingerprint(dataset))
+    ckpt.restore_into(model, device=config["device"])
+    model.eval()
+    return LoadedRun(config, dataset, model, train, valid, test, ckpt)
+
+
+def load(path):
+    """(config, dataset, model) from a checkpoint, ready to predict."""
+    loaded = load_run(path)
+    return loaded.config, loaded.dataset, loaded.model
+
+
+def evaluate_checkpoint(path, expect_model=None, expect_dataset=None, show_progress=False) -> dict:
+    """Validation and test metrics of a saved checkpoint, through the same trainer code as training."""
+    loaded = load_run(path, expect_model, expect_dataset)
+    config = loaded.config
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
+    valid = trainer.evaluate(loaded.valid, load_best_model=True, model_file=str(path), show_progress=show_progress)
+    test = trainer.evaluate(loaded.test, load_best_model=False, show_progress=show_progress)
+    return {"model": config["model"], "dataset": config["dataset"], "valid": _metrics(valid), "test": _metrics(test),
+            "checkpoint": str(path), "training": loaded.checkpoint.training}

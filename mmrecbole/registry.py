@@ -1,0 +1,104 @@
+"""Find models, trainers and datasets by name: mmrecbole's first, RecBole's as the fallback.
+
+RecBole's `get_model` / `get_trainer` only search RecBole's own packages (RecBole issues #489, #1544). As in
+RecBole-GNN, we search ours first, so `--model=BPR` (RecBole) and `--model=MMSASRec` (ours) both work, and a model
+of ours with the same name as one of RecBole's takes precedence.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from functools import lru_cache
+
+from mmrecbole import compat
+from mmrecbole.errors import ConfigError, DatasetError
+
+#: Packages holding our models; each exports its model classes at package level.
+OUR_MODEL_PACKAGES = (
+    "mmrecbole.model.general_recommender",
+    "mmrecbole.model.sequential_recommender",
+    "mmrecbole.model.external",
+)
+OUR_TRAINER_MODULE = "mmrecbole.trainer"
+
+
+def our_models() -> dict:
+    """{name: class} of the recommender classes our model packages export."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    models = {}
+    for package_name in OUR_MODEL_PACKAGES:
+        package = importlib.import_module(package_name)
+        for name, obj in vars(package).items():
+            if inspect.isclass(obj) and issubclass(obj, AbstractRecommender) and obj.__module__.startswith("mmrecbole."):
+                models[name] = obj
+    return models
+
+
+@lru_cache(maxsize=None)
+def _our_model_names() -> tuple:
+    return tuple(sorted(our_models()))
+
+
+def available_models() -> dict:
+    """{'mmrecbole': [names], 'recbole': [names]} (RecBole's without the ones we shadow)."""
+    ours = list(_our_model_names())
+    theirs = sorted(n for n in compat.recbole_model_names() if n not in ours)
+    return {"mmrecbole": ours, "recbole": theirs}
+
+
+def get_model(name: str) -> type:
+    ours = our_models()
+    if name in ours:
+        return ours[name]
+    if name in compat.recbole_model_names():
+        return compat.import_recbole_model(name)
+    names = set(ours) | set(compat.recbole_model_names())
+    lowered = {n.lower(): n for n in names}
+    if name.lower() in lowered:
+        hint = [lowered[name.lower()]]
+    else:
+        import difflib
+
+        hint = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
+    raise ConfigError(
+        f"unknown model '{name}'"
+        + (f"; did you mean {', '.join(hint)}?" if hint else "")
+        + " (run_recbole_mm.py --help lists all models)"
+    )
+
+
+def get_trainer(model_type, model_name: str) -> type:
+    """`<Model>Trainer` from mmrecbole.trainer if there is one, else RecBole's choice for the model, always with
+    our safe checkpoint format (compat.SafeCheckpointMixin)."""
+    module = importlib.import_module(OUR_TRAINER_MODULE)
+    ours = getattr(module, f"{model_name}Trainer", None)
+    if ours is not None:
+        return compat.safe_trainer(ours)
+    return compat.safe_trainer(compat.recbole_trainer_class(model_type, model_name))
+
+
+def dataset_files_present(config) -> bool:
+    folder = config["data_path"]
+    name = config["dataset"]
+    if config["benchmark_filename"]:
+        return all(os.path.isfile(os.path.join(folder, f"{name}.{part}.inter")) for part in config["benchmark_filename"])
+    return os.path.isfile(os.path.join(folder, f"{name}.inter"))
+
+
+def ensure_dataset(config) -> None:
+    """DatasetError when the dataset's atomic files are missing."""
+    if not dataset_files_present(config):
+        where = os.path.join(config["data_path"], f'{config["dataset"]}.inter')
+        raise DatasetError(
+            f"dataset '{config['dataset']}' not found: no {where}. Put RecBole atomic files "
+            f"(<name>.inter, optional <name>.item/.user) in that folder, or point --data_path at their parent folder"
+        )
+
+
+def create_dataset(config):
+    """The dataset for `config`: RecBole's class for the model type, always built from the atomic files, never
+    unpickled from a cache (see compat)."""
+    ensure_dataset(config)
+    return compat.dataset_class_for(config)(config)

@@ -1,0 +1,39 @@
+"""The evaluation protocol every model shares: seen items masked (sequential models too), selection on validation."""
+import numpy as np
+import pytest
+import torch
+
+from mmrecbole import registry
+from mmrecbole.config import Config
+from mmrecbole.quick_start import build, run
+from tests.planted import FAST
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_sequential_full_ranking_masks_seen_items(ring_data_path, mask):
+    config = Config("SASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "hidden_size": 16,
+                                                      "inner_size": 16, "n_layers": 1, "mask_seen_items": mask})
+    _, _, _, test, model = build(config)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.tot_item_num = test._dataset.item_num
+    model.eval()
+    batch = next(iter(test))
+    interaction, scores, _, positive_items = trainer._full_sort_batch_eval(batch)
+    seen = interaction["item_id_list"]
+    seen_scores = torch.gather(scores, 1, seen)[seen > 0]
+    if mask:
+        assert torch.isinf(seen_scores).all()
+    else:
+        assert torch.isfinite(seen_scores).all()
+    # The target is never among the seen items in this data, so it is always rankable.
+    assert torch.isfinite(scores[positive_items[0], positive_items[1]]).all()
+
+
+def test_reported_valid_metrics_are_from_the_best_validation_epoch(ring_data_path):
+    result = run("BPR", "planted", config_dict={**FAST, "data_path": ring_data_path, "epochs": 8,
+                                                "learning_rate": 0.01, "embedding_size": 16}, console_log=False)
+    scores = [score for _, score in result["valid_history"]]
+    best = max(range(len(scores)), key=lambda i: (scores[i], i))  # ties: the later epoch, as RecBole keeps it
+    assert result["best_epoch"] == result["valid_history"][best][0]
+    assert result["valid"]["ndcg@5"] == pytest.approx(scores[best], abs=1e-4)
+    assert result["best_valid_score"] == pytest.approx(np.max(scores), abs=1e-4)

@@ -1,0 +1,52 @@
+"""Registry: ours first, RecBole's as fallback, helpful unknown-name errors."""
+import pytest
+import torch
+from recbole.model.general_recommender import BPR as RecBoleBPR
+
+import mmrecbole.model.general_recommender as our_general
+from mmrecbole import compat, registry
+from mmrecbole.errors import ConfigError
+
+
+def test_recbole_models_are_found():
+    assert registry.get_model("BPR") is RecBoleBPR
+    assert registry.get_model("SASRec").__name__ == "SASRec"
+
+
+def test_our_models_shadow_recbole_models(monkeypatch):
+    class BPR(RecBoleBPR):
+        pass
+
+    BPR.__module__ = "mmrecbole.model.general_recommender.bpr_variant"
+    monkeypatch.setattr(our_general, "BPR", BPR, raising=False)
+    assert registry.get_model("BPR") is BPR
+    assert "BPR" in registry.our_models()
+
+
+def test_unknown_model_lists_closest_names():
+    with pytest.raises(ConfigError) as err:
+        registry.get_model("SASRc")
+    assert "unknown model 'SASRc'" in str(err.value) and "SASRec" in str(err.value)
+    with pytest.raises(ConfigError, match="did you mean BPR"):
+        registry.get_model("bpr")
+
+
+def test_available_models_lists_both_sources():
+    models = registry.available_models()
+    assert {"SASRec", "BPR", "LightGCN", "Pop", "ItemKNN"} <= set(models["recbole"])
+    assert "LightGBM" not in models["recbole"]  # exlib models are not exposed
+
+
+def test_trainers_use_safe_checkpoints():
+    from recbole.utils import ModelType
+
+    for model_type, name in [(ModelType.GENERAL, "BPR"), (ModelType.TRADITIONAL, "Pop"),
+                             (ModelType.SEQUENTIAL, "SASRec")]:
+        trainer = registry.get_trainer(model_type, name)
+        assert issubclass(trainer, compat.SafeCheckpointMixin)
+    assert registry.get_trainer(ModelType.TRADITIONAL, "Pop").__mro__[2].__name__ == "TraditionalTrainer"
+
+
+def test_importing_recbole_sequential_models_leaves_anomaly_detection_off():
+    registry.get_model("SINE")  # sine.py switches anomaly detection on at import
+    assert not torch.is_anomaly_enabled()
