@@ -70,9 +70,20 @@ def get_model(name: str) -> type:
 
 
 def get_trainer(model_type, model_name: str) -> type:
-    """`<Model>Trainer` from mmrecbole.trainer if there is one, else RecBole's choice for the model, always with
-    our safe checkpoint format (compat.SafeCheckpointMixin)."""
+    """The trainer class for a model, always with our safe checkpoint format (compat.SafeCheckpointMixin):
+
+    1. the trainer the model class names in its `trainer_name` attribute (e.g. "FitOnceTrainer" for models fitted
+       in one pass), looked up in mmrecbole.trainer;
+    2. `<Model>Trainer` from mmrecbole.trainer;
+    3. RecBole's choice for the model name/type.
+    """
     module = importlib.import_module(OUR_TRAINER_MODULE)
+    declared = getattr(get_model(model_name), "trainer_name", None)
+    if declared is not None:
+        trainer = getattr(module, declared, None)
+        if trainer is None:
+            raise ConfigError(f"model {model_name} asks for trainer '{declared}', which mmrecbole.trainer lacks")
+        return compat.safe_trainer(trainer)
     ours = getattr(module, f"{model_name}Trainer", None)
     if ours is not None:
         return compat.safe_trainer(ours)

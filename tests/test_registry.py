@@ -50,3 +50,20 @@ def test_trainers_use_safe_checkpoints():
 def test_importing_recbole_sequential_models_leaves_anomaly_detection_off():
     registry.get_model("SINE")  # sine.py switches anomaly detection on at import
     assert not torch.is_anomaly_enabled()
+
+
+def test_model_can_name_its_trainer(monkeypatch):
+    import mmrecbole.trainer as our_trainers
+    from recbole.trainer import Trainer
+
+    class FitOnce(Trainer):
+        pass
+
+    class Declares(RecBoleBPR):
+        trainer_name = "FitOnce"
+
+    Declares.__module__ = "mmrecbole.model.general_recommender.declares"
+    monkeypatch.setattr(our_general, "Declares", Declares, raising=False)
+    monkeypatch.setattr(our_trainers, "FitOnce", FitOnce, raising=False)
+    trainer = registry.get_trainer(Declares.type, "Declares")
+    assert issubclass(trainer, FitOnce) and issubclass(trainer, compat.SafeCheckpointMixin)

@@ -1,0 +1,147 @@
+"""Conformance tests every recommender reuses (in the spirit of implicit's recommender_base_test.py).
+
+A test class mixes in `RecommenderConformance` and sets:
+  MODEL            model name as the registry knows it
+  SETTINGS         config overrides that make the model small and quick on the planted ring data
+  GRADIENT_TRAINED False for models fitted in one pass (Pop, ItemKNN, implicit's): skips loss/seed checks
+and may override the `data_path` fixture to use another dataset named "planted".
+
+The checks: score shapes; `predict` equals the matching entries of `full_sort_predict`; finite training loss that
+decreases; same seed -> same scores; checkpoint round trip -> identical scores; the padding item and seen items never
+reach a top-k; and, on CUDA machines, the same scores on GPU as on CPU.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from mmrecbole import registry
+from mmrecbole.config import Config
+from mmrecbole.quick_start import build, load_run
+from tests.planted import FAST
+
+
+class RecommenderConformance:
+    MODEL: str = ""
+    SETTINGS: dict = {}
+    GRADIENT_TRAINED = True
+    EPOCHS = 2
+
+    @pytest.fixture
+    def data_path(self, ring_data_path):
+        return ring_data_path
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def make_config(self, data_path, **extra) -> Config:
+        settings = {**FAST, "data_path": data_path, "epochs": self.EPOCHS, **self.SETTINGS, **extra}
+        return Config(self.MODEL, "planted", config_dict=settings)
+
+    def fitted(self, data_path, saved=False, **extra):
+        """(config, trainer, valid, test) after training with the model's trainer."""
+        config = self.make_config(data_path, **extra)
+        _, train, valid, test, model = build(config)
+        trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer.fit(train, valid, saved=saved, show_progress=False)
+        trainer.model.eval()
+        return config, trainer, valid, test
+
+    @staticmethod
+    def first_batch(loader):
+        return next(iter(loader))
+
+    @staticmethod
+    @torch.no_grad()
+    def full_scores(model, interaction):
+        """Scores of every item, as the evaluator gets them (predict over all items when a model has no
+        full_sort_predict, e.g. NeuMF)."""
+        interaction = interaction.to(next_device(model))
+        try:
+            scores = model.full_sort_predict(interaction)
+        except NotImplementedError:
+            n_items = model.n_items
+            paired = interaction.repeat_interleave(n_items)
+            paired.update(Interaction({model.ITEM_ID: torch.arange(n_items).repeat(len(interaction))}))
+            scores = model.predict(paired.to(next_device(model)))
+        return scores.reshape(len(interaction), -1).float().cpu()
+
+    # -- the contract -------------------------------------------------------------------------------------------
+    def test_scores_have_the_right_shape_and_predict_agrees_with_full_sort(self, data_path):
+        config, trainer, _, test = self.fitted(data_path)
+        model = trainer.model
+        interaction = self.first_batch(test)[0]
+        n_items = test._dataset.item_num
+        full = self.full_scores(model, interaction)
+        assert full.shape == (len(interaction), n_items)
+        assert torch.isfinite(full[:, 1:]).all()
+
+        items = torch.tensor([1, 2, n_items // 2, n_items - 1])
+        paired = interaction.repeat_interleave(len(items))
+        paired.update(Interaction({config["ITEM_ID_FIELD"]: items.repeat(len(interaction))}))
+        with torch.no_grad():
+            single = model.predict(paired.to(next_device(model))).reshape(len(interaction), len(items)).float().cpu()
+        torch.testing.assert_close(single, full[:, items], rtol=1e-5, atol=1e-5)
+
+    def test_training_loss_is_finite_and_decreases(self, data_path):
+        if not self.GRADIENT_TRAINED:
+            pytest.skip("fitted in one pass, no loss curve")
+        _, trainer, _, _ = self.fitted(data_path, epochs=6, stopping_step=100)
+        losses = [float(sum(v) if isinstance(v, tuple) else v) for v in trainer.train_loss_dict.values()]
+        assert all(torch.isfinite(torch.tensor(losses)))
+        assert losses[-1] < losses[0], losses
+
+    def test_same_seed_gives_same_scores(self, data_path):
+        first = self.fitted(data_path, seed=7)
+        second = self.fitted(data_path, seed=7)
+        batch = self.first_batch(first[3])[0]
+        assert torch.equal(self.full_scores(first[1].model, batch), self.full_scores(second[1].model, batch))
+        if self.GRADIENT_TRAINED:
+            other = self.fitted(data_path, seed=8)
+            assert not torch.equal(self.full_scores(first[1].model, batch), self.full_scores(other[1].model, batch))
+
+    def test_checkpoint_round_trip_gives_identical_scores(self, data_path):
+        # One epoch: the saved (best) model is the model in memory.
+        config, trainer, _, test = self.fitted(data_path, saved=True, epochs=1)
+        loaded = load_run(trainer.saved_model_file)
+        batch = self.first_batch(test)[0]
+        assert torch.equal(self.full_scores(trainer.model, batch), self.full_scores(loaded.model, batch))
+
+    def test_padding_and_seen_items_never_reach_the_top_k(self, data_path):
+        config, trainer, _, test = self.fitted(data_path)
+        trainer.tot_item_num = test._dataset.item_num
+        batch = self.first_batch(test)
+        with torch.no_grad():
+            interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
+        top = scores.topk(10, dim=1).indices.cpu()
+        assert (top != 0).all()
+        seen = _seen_items(config, test, interaction, batch)
+        for row, items in enumerate(seen):
+            assert not set(top[row].tolist()) & items
+
+    @pytest.mark.gpu
+    def test_cuda_scores_match_cpu_scores(self, data_path):
+        cpu = self.fitted(data_path, gpu_id="")
+        gpu = self.fitted(data_path)
+        assert next_device(gpu[1].model).type == "cuda"
+        batch = self.first_batch(cpu[3])[0]
+        torch.testing.assert_close(self.full_scores(gpu[1].model, batch), self.full_scores(cpu[1].model, batch),
+                                   rtol=1e-3, atol=1e-3)
+
+
+def next_device(model):
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _seen_items(config, loader, interaction, batch):
+    """Per row of the batch: the items the user interacted with before the evaluated one."""
+    seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    if seq_field in interaction:
+        return [set(row[row > 0].tolist()) for row in interaction[seq_field]]
+    history_u, history_i = batch[1]
+    seen = [set() for _ in range(len(interaction))]
+    for u, i in zip(history_u.tolist(), history_i.tolist()):
+        seen[u].add(i)
+    return seen
