@@ -55,6 +55,14 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
                         help="YAML files layered in order (space- or comma-separated)")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="evaluate this saved checkpoint on valid and test instead of training")
+    parser.add_argument("--leaderboard", metavar="FILE",
+                        help="run a leaderboard file (properties/leaderboard/<name>.yaml): models x seeds, reports in "
+                             "leaderboards/<dataset>/")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="with several models in --model (A,B,C): run a quick leaderboard over N seeds")
+    parser.add_argument("--force", action="store_true", help="leaderboards: re-run runs that are cached")
+    parser.add_argument("--readme", action="store_true",
+                        help="leaderboards: also refresh the README's generated leaderboard section")
     parser.add_argument("--no_save", action="store_true",
                         help="do not write checkpoints (test then uses the last epoch, not the best)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -96,14 +104,16 @@ def _format_table(result: dict) -> str:
 
 def _report_run(result: dict) -> str:
     head = f"{result['model']} on {result['dataset']} (seed {result['seed']})"
-    if result["stopped_early"]:
+    if result.get("fitted_once"):
+        stop = "fitted in one pass (no epochs)"
+    elif result["stopped_early"]:
         stop = f"early-stopped after {result['epochs_run']} epochs on valid {result['valid_metric']}"
     else:
         stop = (f"stopped at the epoch budget (epochs={result['epochs_budget']}): a quick-start budget, not "
                 f"converged; raise --epochs for full training")
     lines = [
         "",
-        f"== {head}: best epoch {result['best_epoch']}, {stop}",
+        f"== {head}: {stop}" if result.get("fitted_once") else f"== {head}: best epoch {result['best_epoch']}, {stop}",
         f"   train {result['train_seconds']:.1f} s, test evaluation {result['test_seconds']:.1f} s, "
         f"{result['n_parameters']:,} trainable parameters",
         _format_table(result),
@@ -124,6 +134,38 @@ def _report_checkpoint(result: dict) -> str:
     ])
 
 
+def _leaderboard(args, overrides, argv) -> int:
+    from mmrecbole import PROJECT_ROOT
+    from mmrecbole.leaderboard import load_spec, quick_spec, run_leaderboard
+    from mmrecbole.leaderboard.report import update_readme
+
+    if args.leaderboard:
+        if args.model or args.seeds or overrides:
+            raise ConfigError("--leaderboard takes its models, seeds and settings from the file; drop --model, "
+                              "--seeds and --key=value flags")
+        spec = load_spec(args.leaderboard)
+        if args.dataset and args.dataset != spec.dataset:
+            raise ConfigError(f"--dataset={args.dataset} differs from the file's dataset {spec.dataset}")
+    else:
+        if not args.dataset:
+            raise ConfigError("no dataset given: pass --dataset=NAME")
+        models = [m.strip() for m in args.model.split(",") if m.strip()]
+        spec = quick_spec(models, args.dataset, args.seeds or 1, overrides)
+    outcome = run_leaderboard(spec, force=args.force)
+    report = outcome["report"]
+    print()
+    print(report["markdown"])
+    print("written: " + ", ".join(os.path.relpath(p) for p in report["paths"].values()))
+    if args.readme:
+        command = "python run_recbole_mm.py " + " ".join(a for a in argv if a not in ("--readme", "--force"))
+        readme = os.path.join(PROJECT_ROOT, "README.md")
+        if update_readme(readme, spec.dataset, report["markdown"], command):
+            print(f"README.md leaderboard section for {spec.dataset} refreshed")
+        else:
+            raise ConfigError(f"README.md has no leaderboard markers for {spec.dataset}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -142,10 +184,10 @@ def main(argv=None) -> int:
             result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
             print(_report_checkpoint(result))
             return 0
+        if args.leaderboard or (args.model and ("," in args.model or args.seeds)):
+            return _leaderboard(args, overrides, argv)
         if not args.model:
             raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")
-        if "," in args.model:
-            raise ConfigError("several models in --model: run them one at a time (leaderboards are not built yet)")
         if not args.dataset:
             raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
         result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,

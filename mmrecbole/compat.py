@@ -9,6 +9,7 @@ import ast
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 from functools import lru_cache
@@ -190,7 +191,7 @@ def dataset_class_for(config) -> type:
     module = importlib.import_module("recbole.data.dataset")
     special = getattr(module, f'{config["model"]}Dataset', None)
     if special is not None:
-        return special
+        return dataset_class_with_options(config, special)
     by_type = {
         ModelType.GENERAL: "Dataset",
         ModelType.SEQUENTIAL: "SequentialDataset",
@@ -199,7 +200,51 @@ def dataset_class_for(config) -> type:
         ModelType.TRADITIONAL: "Dataset",
         ModelType.DECISIONTREE: "Dataset",
     }
-    return getattr(module, by_type[config["MODEL_TYPE"]])
+    return dataset_class_with_options(config, getattr(module, by_type[config["MODEL_TYPE"]]))
+
+
+class ColdStartItemsMixin:
+    """Cold-start evaluation (`cold_start_item_ratio` > 0): a random share of items (by `seed`) is removed from
+    training entirely, and only test interactions whose target is such an item are evaluated (candidates: all
+    items). RecBole has no such mode; we hook its `Dataset.build` (where the interaction table is still a pandas
+    DataFrame with remapped ids, before the split and the sequential augmentation):
+
+    - every interaction with a cold item is dropped except a user's last one (its leave-one-out test target), so
+      no training sequence or training pair contains a cold item, and validation never targets one;
+    - after the split, the test part keeps only rows whose target is cold.
+    """
+
+    def build(self):
+        ratio = float(self.config["cold_start_item_ratio"] or 0.0)
+        if not 0.0 < ratio < 1.0:
+            return super().build()
+        frame = self.inter_feat
+        items = np.unique(frame[self.iid_field].to_numpy())
+        rng = np.random.default_rng(int(self.config["seed"]))
+        count = max(1, int(round(ratio * len(items))))
+        cold = np.sort(rng.choice(items, size=count, replace=False))
+        ordered = frame.sort_values([self.uid_field, self.time_field], kind="stable")
+        is_last = ~ordered[self.uid_field].duplicated(keep="last")
+        keep = ~ordered[self.iid_field].isin(cold) | is_last
+        self.inter_feat = ordered[keep].reset_index(drop=True)
+        self.cold_items = torch.from_numpy(cold)
+        train, valid, test = super().build()
+        targets = test.inter_feat[self.iid_field]
+        test = test.copy(test.inter_feat[torch.isin(targets, self.cold_items)])
+        self.logger.info(f"cold-start items: {count} of {len(items)} held out of training; "
+                         f"{len(test.inter_feat)} test interactions target them")
+        return [train, valid, test]
+
+
+def dataset_class_with_options(config, base: type) -> type:
+    if float(config["cold_start_item_ratio"] or 0.0) > 0.0:
+        if config["eval_args"]["split"] != {"LS": "valid_and_test"} or config["eval_args"]["order"] != "TO":
+            from mmrecbole.errors import ConfigError
+
+            raise ConfigError("cold_start_item_ratio needs leave-one-out by time: eval_args split {LS: "
+                              "valid_and_test}, order TO")
+        return type(f"ColdStart{base.__name__}", (ColdStartItemsMixin, base), {"__module__": __name__})
+    return base
 
 
 def build_dataloaders(config, dataset):
@@ -217,6 +262,14 @@ def build_dataloaders(config, dataset):
         train = get_dataloader(config, "train")(config, train_set, train_sampler, kg_sampler, shuffle=True)
     else:
         train = get_dataloader(config, "train")(config, train_set, train_sampler, shuffle=config["shuffle"])
+    if (config["train_mode"] or "prefix") == "all_positions":
+        if not getattr(config.model_class, "supports_all_positions", False):
+            from mmrecbole.errors import ConfigError
+
+            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; use train_mode: prefix")
+        from mmrecbole.data.windows import SequenceWindowLoader
+
+        train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
     valid = get_dataloader(config, "valid")(config, valid_set, valid_sampler, shuffle=False)
     test = get_dataloader(config, "test")(config, test_set, test_sampler, shuffle=False)
     return train, valid, test
@@ -304,6 +357,25 @@ def decode_other_parameters(encoded: dict, device) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # Trainer hooks
 # --------------------------------------------------------------------------------------------------------------
+def _collected_struct(collector):
+    """RecBole's Collector.get_data_struct, moving only tensors to the CPU.
+
+    RecBole 1.2.1 calls `.cpu()` on everything collected, but ItemCoverage stores an int (data.num_items) and
+    AveragePopularity/TailPercentage a Counter (data.count_items): evaluation with those metrics crashes
+    (RecBole issue #2191, open)."""
+    import copy
+
+    data = collector.data_struct._data_dict
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor):
+            data[key] = value.cpu()
+    returned = copy.deepcopy(collector.data_struct)
+    for key in ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"):
+        if key in collector.data_struct:
+            del collector.data_struct[key]
+    return returned
+
+
 class SafeCheckpointMixin:
     """Put before a RecBole trainer class in the MRO.
 
@@ -316,6 +388,11 @@ class SafeCheckpointMixin:
     sequential evaluation ranks the items of the input sequence too. With `mask_seen_items: True` (our default)
     sequential models get the same masking, so every row of a leaderboard is ranked over the same candidates.
     """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        collector = self.eval_collector
+        collector.get_data_struct = lambda: _collected_struct(collector)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.dataset_fingerprint = dataset_fingerprint(dataset_of(train_data))
@@ -357,6 +434,8 @@ class SafeCheckpointMixin:
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation, loading our checkpoints; also keeps per-user top-k metrics in `last_per_user`
+        ({"user_id": [raw ids], "ndcg@10": array, ...}) for paired significance tests."""
         if not eval_data:
             return None
         if load_best_model:
@@ -369,15 +448,95 @@ class SafeCheckpointMixin:
             )
             ckpt.restore_into(self.model, device=self.device)
             self.logger.info(f"Loading model structure and parameters from {path}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self._eval_users, captured = [], {}
+        evaluate_struct = self.evaluator.evaluate
+
+        def recording(struct):
+            captured["struct"] = struct
+            return evaluate_struct(struct)
+
+        self.evaluator.evaluate = recording
+        try:
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            del self.evaluator.evaluate  # back to the class's method
+        self.last_per_user = None
+        if "struct" in captured and self._eval_users:
+            dataset = dataset_of(eval_data)
+            tokens = dataset.field2id_token[dataset.uid_field]
+            users = torch.cat(self._eval_users).numpy()
+            self.last_per_user = {"user_id": [str(t) for t in tokens[users]],
+                                  **per_user_topk_metrics(self.config, captured["struct"])}
+        return result
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if hasattr(self, "_eval_users"):
+            self._eval_users.append(interaction[self.config["USER_ID_FIELD"]].cpu())
         if self.config["mask_seen_items"] and is_sequential(self.config):
             # The input sequence holds the user's items before the target (in leave-one-out: all seen items).
             seen = interaction[self.model.ITEM_SEQ].to(scores.device)
             scores.scatter_(1, seen, -np.inf)  # padding id 0 is already -inf
         return interaction, scores, positive_u, positive_i
+
+
+class TrainerHooksMixin:
+    """Two hooks RecBole 1.2.1's Trainer lacks, for our models:
+
+    - `model.pre_epoch(epoch)` runs before each training epoch (e.g. FREEDOM re-samples its pruned user-item graph
+      once per epoch; RecBole has no per-epoch callback into the model);
+    - a model returning a tuple of loss terms may name them in `model.loss_names`: the epoch log and TensorBoard then
+      say `rec: 5.1, align: 0.3` instead of RecBole's `train_loss1: 5.1, train_loss2: 0.3`.
+    """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        hook = getattr(self.model, "pre_epoch", None)
+        if callable(hook):
+            hook(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _loss_names(self, losses):
+        names = getattr(self.model, "loss_names", None)
+        if isinstance(losses, tuple) and names and len(names) == len(losses):
+            return list(names)
+        return None
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        names = self._loss_names(losses)
+        if names is None:
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        places = self.config["loss_decimal_place"] or 4
+        terms = ", ".join(f"{name}: {value:.{places}f}" for name, value in zip(names, losses))
+        return f"epoch {epoch_idx} training [time: {e_time - s_time:.2f}s, loss: {sum(losses):.{places}f} = {terms}]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        names = self._loss_names(losses)
+        if names is None:
+            return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        for name, value in zip(names, losses):
+            self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+        self.tensorboard.add_scalar(tag, sum(losses), epoch_idx)
+
+
+def per_user_topk_metrics(config, struct) -> dict:
+    """{"ndcg@10": np.ndarray [n_eval_rows], ...}: RecBole's top-k metrics before averaging over users."""
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.evaluator.register import metrics_dict
+
+    if "rec.topk" not in struct:
+        return {}
+    values = {}
+    for name in config["metrics"]:
+        metric = metrics_dict[name.lower()](config)
+        if not isinstance(metric, TopkMetric):
+            continue
+        pos_index, pos_len = metric.used_info(struct)
+        # [rows, max(topk)]: the metric at 1..max(topk); Hit/MRR/Precision take no pos_len
+        takes_len = len(inspect.signature(metric.metric_info).parameters) == 2
+        per_user = metric.metric_info(pos_index, pos_len) if takes_len else metric.metric_info(pos_index)
+        for k in config["topk"]:
+            values[f"{name.lower()}@{k}"] = per_user[:, k - 1]
+    return values
 
 
 def safe_trainer(base: type) -> type:

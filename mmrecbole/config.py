@@ -139,6 +139,7 @@ class Config(compat.RecBoleConfigAdapter):
             # Our default data_path (properties/overall.yaml) means the project's dataset/ folder, wherever the
             # command runs from; a user's relative path means relative to the working directory, as in RecBole.
             final["data_path"] = os.path.join(PROJECT_ROOT, final["data_path"])
+        self._check_valid_metric(final)
         for key in ("save_dataset", "save_dataloaders"):
             if final.get(key):
                 raise ConfigError(
@@ -195,6 +196,20 @@ class Config(compat.RecBoleConfigAdapter):
                     f"config key '{key}' in {_describe(self.source_of(key), key)} must be {expected} "
                     f"(default {default!r}), got {value!r}"
                 )
+
+    def _check_valid_metric(self, final):
+        """valid_metric must be one of the computed metrics at one of the computed cut-offs (RecBole fails with a
+        KeyError after the first training epoch otherwise)."""
+        metric = str(final["valid_metric"])
+        name, _, cutoff = metric.partition("@")
+        metrics = final["metrics"] if isinstance(final["metrics"], list) else [final["metrics"]]
+        topk = final["topk"] if isinstance(final["topk"], list) else [final["topk"]]
+        if name.lower() not in {str(m).lower() for m in metrics}:
+            raise ConfigError(f"valid_metric {metric} ({_describe(self.source_of('valid_metric'), 'valid_metric')}) "
+                              f"is not among metrics {metrics}")
+        if cutoff and (not cutoff.isdigit() or int(cutoff) not in topk):
+            raise ConfigError(f"valid_metric {metric} ({_describe(self.source_of('valid_metric'), 'valid_metric')}) "
+                              f"needs @{cutoff} in topk {topk}")
 
     def source_of(self, key: str) -> str:
         """Where a key's value came from: a file path, 'config_dict', 'command line', or 'property files'."""

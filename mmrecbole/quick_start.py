@@ -35,8 +35,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     """Train `model` on `dataset`, early-stopping on validation; evaluate the best checkpoint on test.
 
     Returns a plain dict: model, dataset, seed, valid_metric, best_valid_score, best_epoch, epochs_run,
-    stopped_early, valid (metrics at the best epoch), test, valid_history [(epoch, score)], train_seconds,
-    test_seconds, n_parameters, checkpoint, log_file.
+    stopped_early, valid (metrics at the best epoch), test, valid_history [(epoch, valid score, seconds since
+    training started)], seconds_to_best (training time until the best validation epoch), train_seconds,
+    test_seconds, n_parameters, checkpoint, log_file, test_per_user ({"user_id": [...], "ndcg@10": [...], ...}:
+    the test top-k metrics per evaluated user, for paired significance tests).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_dict)
     registry.ensure_dataset(config)
@@ -52,20 +54,21 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     best = {"score": None, "epoch": None}
 
     def on_epoch_end(epoch, score):
-        history.append((int(epoch), float(score)))
+        history.append((int(epoch), float(score), time.perf_counter() - fit_start))
         # RecBole's early_stopping keeps the later epoch on ties (value >= best): track the epoch it saves.
         better = best["score"] is None or (score >= best["score"] if config["valid_metric_bigger"] else score <= best["score"])
         if better:
             best.update(score=float(score), epoch=int(epoch))
 
-    start = time.perf_counter()
+    fit_start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train, valid, saved=saved, show_progress=progress, callback_fn=on_epoch_end
     )
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - fit_start
     start = time.perf_counter()
     test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
     test_seconds = time.perf_counter() - start
+    per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
     return {
         "model": config["model"],
@@ -77,14 +80,18 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         "epochs_run": epochs_run,
         "epochs_budget": int(trainer.epochs),
         "stopped_early": epochs_run < int(trainer.epochs),
+        "fitted_once": getattr(config.model_class, "trainer_name", None) == "FitOnceTrainer",
         "valid": _metrics(best_valid_result),
         "test": _metrics(test_result),
         "valid_history": history,
+        "seconds_to_best": next((t for e, _, t in history if e == best["epoch"]), None),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
         "n_parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
+        "test_per_user": {k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
+                          for k, v in per_user.items()} if per_user else None,
     }
 
 

@@ -99,7 +99,12 @@ def dataset_files_present(config) -> bool:
 
 
 def ensure_dataset(config) -> None:
-    """DatasetError when the dataset's atomic files are missing."""
+    """Build a dataset that mmrecbole.data can generate (e.g. ml-100k-mm) when its files are missing or its raw
+    inputs changed; DatasetError when the atomic files are missing and nothing can build them."""
+    from mmrecbole import data
+
+    if config["dataset"] in data.DATASET_BUILDERS:
+        data.ensure_dataset(config["dataset"], config["data_path"], raw_dir=config["mm_raw_dir"])
     if not dataset_files_present(config):
         where = os.path.join(config["data_path"], f'{config["dataset"]}.inter')
         raise DatasetError(

@@ -4,7 +4,8 @@ A test class mixes in `RecommenderConformance` and sets:
   MODEL            model name as the registry knows it
   SETTINGS         config overrides that make the model small and quick on the planted ring data
   GRADIENT_TRAINED False for models fitted in one pass (Pop, ItemKNN, implicit's): skips loss/seed checks
-and may override the `data_path` fixture to use another dataset named "planted".
+  DATASET          dataset name under the `data_path` fixture (default "planted", tests/planted.py); override the
+                   fixture to use another dataset
 
 The checks: score shapes; `predict` equals the matching entries of `full_sort_predict`; finite training loss that
 decreases; same seed -> same scores; checkpoint round trip -> identical scores; the padding item and seen items never
@@ -27,6 +28,7 @@ class RecommenderConformance:
     SETTINGS: dict = {}
     GRADIENT_TRAINED = True
     EPOCHS = 2
+    DATASET = "planted"
 
     @pytest.fixture
     def data_path(self, ring_data_path):
@@ -35,7 +37,7 @@ class RecommenderConformance:
     # -- helpers ------------------------------------------------------------------------------------------------
     def make_config(self, data_path, **extra) -> Config:
         settings = {**FAST, "data_path": data_path, "epochs": self.EPOCHS, **self.SETTINGS, **extra}
-        return Config(self.MODEL, "planted", config_dict=settings)
+        return Config(self.MODEL, self.DATASET, config_dict=settings)
 
     def fitted(self, data_path, saved=False, **extra):
         """(config, trainer, valid, test) after training with the model's trainer."""

@@ -98,4 +98,11 @@ def test_derived_and_pickling_keys_are_refused(ring_data_path):
 
 def test_recbole_validation_errors_become_config_errors(ring_data_path):
     with pytest.raises(ConfigError, match="no metric named 'Foo'"):
-        _config(ring_data_path, cmd={"metrics": ["Foo"]})
+        _config(ring_data_path, cmd={"metrics": ["Foo", "NDCG"]})
+
+
+def test_valid_metric_must_be_computed(ring_data_path):
+    with pytest.raises(ConfigError, match=r"valid_metric NDCG@5 .* needs @5 in topk \[10, 20\]"):
+        _config(ring_data_path, cmd={"valid_metric": "NDCG@5"})
+    with pytest.raises(ConfigError, match=r"valid_metric Precision@10 .* not among metrics"):
+        _config(ring_data_path, cmd={"valid_metric": "Precision@10"})

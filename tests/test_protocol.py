@@ -32,8 +32,17 @@ def test_sequential_full_ranking_masks_seen_items(ring_data_path, mask):
 def test_reported_valid_metrics_are_from_the_best_validation_epoch(ring_data_path):
     result = run("BPR", "planted", config_dict={**FAST, "data_path": ring_data_path, "epochs": 8,
                                                 "learning_rate": 0.01, "embedding_size": 16}, console_log=False)
-    scores = [score for _, score in result["valid_history"]]
+    scores = [score for _, score, _ in result["valid_history"]]
     best = max(range(len(scores)), key=lambda i: (scores[i], i))  # ties: the later epoch, as RecBole keeps it
     assert result["best_epoch"] == result["valid_history"][best][0]
     assert result["valid"]["ndcg@5"] == pytest.approx(scores[best], abs=1e-4)
     assert result["best_valid_score"] == pytest.approx(np.max(scores), abs=1e-4)
+
+
+def test_per_user_test_metrics_average_to_the_reported_ones(ring_data_path):
+    result = run("BPR", "planted", config_dict={**FAST, "data_path": ring_data_path, "epochs": 3,
+                                                "embedding_size": 16}, console_log=False)
+    per_user = result["test_per_user"]
+    assert len(per_user["user_id"]) == len(set(per_user["user_id"])) == 80
+    for name, value in result["test"].items():
+        assert np.mean(per_user[name]) == pytest.approx(value, abs=1e-4)

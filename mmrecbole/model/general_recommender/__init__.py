@@ -1,1 +1,5 @@
-"""mmrecbole models (general_recommender); the registry finds the classes exported here."""
+"""mmrecbole's general (non-sequential) models; the registry finds the classes exported here."""
+from mmrecbole.model.general_recommender.freedom import FREEDOM
+from mmrecbole.model.general_recommender.vbpr import VBPR
+
+__all__ = ["VBPR", "FREEDOM"]

@@ -1,0 +1,170 @@
+"""Time to quality and throughput of sequential training (issue 6), side by side in one run.
+
+  ttq         RecBole's SASRec (prefix augmentation, through our pipeline: anomaly detection off, same protocol) vs our
+              SASRec-equivalent (MMSASRec without features, train_mode: all_positions), same sizes, several seeds:
+              training seconds until the best validation NDCG@10, and the test NDCG@10 reached there.
+  throughput  seconds per epoch and training targets per second: all_positions fp32 vs CPU bf16 autocast
+              (enable_amp) vs RecBole's prefix mode, a few epochs each.
+  scale       all_positions epoch time on synthetic data of growing size; growth exponent of time vs interactions.
+
+Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--dataset ml-100k]
+       .venv/bin/python bench/bench_sequential.py throughput
+       .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
+Each run is a child process (clean RecBole state, own peak memory). Results go to bench/out/sequential-<mode>.json.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKBONE = {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "hidden_dropout_prob": 0.2,
+            "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50, "learning_rate": 0.001, "show_progress": False,
+            "state": "WARNING"}
+VARIANTS = {
+    "recbole-prefix": ("SASRec", {"train_batch_size": 2048}),
+    "ours-all-positions": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128}),
+    "ours-all-positions-bf16": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
+                                             "window_batch_size": 128, "enable_amp": True}),
+}
+
+CHILD = r'''
+import json, resource, sys
+import torch
+request = json.loads(sys.stdin.read())
+torch.set_num_threads(request.get("threads", 2))
+from mmrecbole.quick_start import run
+r = run(request["model"], request["dataset"], config_dict=request["settings"], console_log=False, saved=True)
+r["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+r.pop("test_per_user", None)
+print("RESULT " + json.dumps(r))
+'''
+
+
+def child(model, dataset, settings, workdir):
+    env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    request = {"model": model, "dataset": dataset, "settings": settings}
+    proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(request), capture_output=True, text=True,
+                          cwd=workdir, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{model} failed:\n{proc.stderr[-3000:]}")
+    return json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
+
+
+def mean_std(values):
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def ttq(args, workdir):
+    out = {}
+    for seed in args.seeds:  # interleave variants per seed: machine noise hits both alike
+        for name in ("recbole-prefix", "ours-all-positions"):
+            model, extra = VARIANTS[name]
+            settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.max_epochs, "stopping_step": 10}
+            r = child(model, args.dataset, settings, workdir)
+            out.setdefault(name, []).append(r)
+            print(f"{name:22s} seed {seed}: best epoch {r['best_epoch']:3d}, {r['seconds_to_best']:7.1f} s to best "
+                  f"({r['train_seconds']:7.1f} s total, {r['epochs_run']} epochs), test ndcg@10 "
+                  f"{r['test']['ndcg@10']:.4f}", flush=True)
+    summary = {}
+    for name, runs in out.items():
+        summary[name] = {"seconds_to_best": mean_std([r["seconds_to_best"] for r in runs]),
+                         "test_ndcg@10": mean_std([r["test"]["ndcg@10"] for r in runs]),
+                         "seconds_per_epoch": mean_std([r["train_seconds"] / r["epochs_run"] for r in runs])}
+    base, ours = summary["recbole-prefix"], summary["ours-all-positions"]
+    print("\nvariant                 time to best (s)     test NDCG@10       s/epoch")
+    for name, s in summary.items():
+        print(f"{name:22s} {s['seconds_to_best'][0]:8.1f} ± {s['seconds_to_best'][1]:6.1f}   "
+              f"{s['test_ndcg@10'][0]:.4f} ± {s['test_ndcg@10'][1]:.4f}   {s['seconds_per_epoch'][0]:7.2f}")
+    print(f"time-to-best ratio ours/RecBole: {ours['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x; "
+          f"test NDCG@10 ratio: {ours['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x")
+    return {"runs": out, "summary": summary}
+
+
+def throughput(args, workdir):
+    out = {}
+    for name in ("ours-all-positions", "ours-all-positions-bf16", "recbole-prefix"):
+        model, extra = VARIANTS[name]
+        settings = {**BACKBONE, **extra, "seed": 2020, "epochs": args.epochs, "stopping_step": 100}
+        r = child(model, args.dataset, settings, workdir)
+        # Training targets per epoch are the same in both modes (every training interaction after a user's first).
+        r["seconds_per_epoch"] = r["train_seconds"] / r["epochs_run"]
+        out[name] = r
+        print(f"{name:26s} {r['seconds_per_epoch']:7.2f} s/epoch (incl. validation), test ndcg@10 "
+              f"{r['test']['ndcg@10']:.4f} after {r['epochs_run']} epochs, peak {r['peak_memory_mb']:.0f} MB",
+              flush=True)
+    base = out["ours-all-positions"]["seconds_per_epoch"]
+    for name, r in out.items():
+        print(f"  {name:26s} {r['seconds_per_epoch'] / base:.2f}x the seconds per epoch of fp32 all_positions")
+    return out
+
+
+def write_synthetic(root, n_interactions, n_items, seed=0):
+    """Users of 20-200 interactions drawn from a Zipf-like item popularity; item count fixed across sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    name = f"synth{n_interactions}"
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    popularity /= popularity.sum()
+    written, user = 0, 0
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        while written < n_interactions:
+            user += 1
+            length = int(min(rng.integers(20, 200), n_interactions - written))
+            items = rng.choice(n_items, size=length, p=popularity) + 1
+            f.write("".join(f"{user}\t{item}\t{t}\n" for t, item in enumerate(items)))
+            written += length
+    return name
+
+
+def scale(args, workdir):
+    import numpy as np
+
+    data_root = tempfile.mkdtemp(prefix="synth-")
+    model, extra = VARIANTS["ours-all-positions"]
+    points = []
+    for size in args.sizes:
+        name = write_synthetic(data_root, size, args.items)
+        settings = {**BACKBONE, **extra, "seed": 2020, "epochs": 1, "data_path": data_root, "eval_batch_size": 512}
+        start = time.perf_counter()
+        r = child(model, name, settings, workdir)
+        points.append((size, r["train_seconds"], r["peak_memory_mb"], time.perf_counter() - start))
+        print(f"{size:>9,} interactions, {args.items} items: {r['train_seconds']:7.1f} s per epoch (incl. validation), "
+              f"peak {r['peak_memory_mb']:.0f} MB, whole run incl. dataset build {points[-1][3]:.0f} s", flush=True)
+    if len(points) > 1:
+        slope = np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)[0]
+        print(f"growth exponent of epoch time vs interactions: {slope:.2f}")
+    else:
+        slope = None
+    return {"points": points, "exponent": slope, "items": args.items}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["ttq", "throughput", "scale"])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
+    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--items", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = {"ttq": ttq, "throughput": throughput, "scale": scale}[args.mode](args, workdir)
+    os.makedirs(os.path.join(PROJECT, "bench", "out"), exist_ok=True)
+    with open(os.path.join(PROJECT, "bench", "out", f"sequential-{args.mode}.json"), "w") as f:
+        json.dump({"args": vars(args), "result": result}, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

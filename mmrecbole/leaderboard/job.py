@@ -1,0 +1,31 @@
+"""One leaderboard run in a child process: reads a JSON request on stdin, prints `RESULT {json}` on stdout.
+
+Request: {"model", "dataset", "settings", "checkpoint_dir", "log_dir"}. The result is quick_start.run's dict plus
+the process's peak resident memory.
+"""
+import json
+import resource
+import sys
+
+from mmrecbole.errors import UserError
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    from mmrecbole.quick_start import run
+
+    settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"], "state": "WARNING"}
+    try:
+        result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
+                     console_log=False)
+    except UserError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    # ru_maxrss is in KiB on Linux.
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Leaderboard outputs in `leaderboards/<dataset>/`: leaderboard.md (mean ± std per metric, best per column in
+bold, significance against the best CF baseline, protocol and environment), leaderboard.csv (one row per run) and
+leaderboard.png (bar chart with error bars)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+
+from mmrecbole import PROJECT_ROOT, __version__
+from mmrecbole.config import Config
+from mmrecbole.data.fileio import write_atomically, write_text_atomically
+from mmrecbole.leaderboard import stats
+
+ACCURACY = ("ndcg", "recall", "mrr", "hit")
+#: Beyond-accuracy metrics and whether higher is better.
+BEYOND = {"itemcoverage": True, "giniindex": False, "averagepopularity": False, "tailpercentage": True}
+SHORT = {"itemcoverage": "Coverage", "giniindex": "Gini", "averagepopularity": "AvgPop", "tailpercentage": "Tail",
+         "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hit": "Hit"}
+README_START = "<!-- leaderboard:{dataset}:start -->"
+README_END = "<!-- leaderboard:{dataset}:end -->"
+
+
+def _name(metric):
+    base, _, k = metric.partition("@")
+    return f"{SHORT.get(base, base)}@{k}" if k else SHORT.get(base, base)
+
+
+def _fmt(mean, std, digits=4):
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(value):
+    if value is None or math.isnan(value):
+        return "–"
+    return "<0.001" if value < 1e-3 else f"{value:.3f}"
+
+
+def environment() -> dict:
+    versions = {}
+    for package in ("torch", "recbole", "implicit", "lightgbm", "transformers", "numpy", "scipy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"mmrecbole": __version__, "python": platform.python_version(), **versions, "commit": commit,
+            "machine": f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}"}
+
+
+def _protocol(spec) -> str:
+    entry = spec.models[0]
+    config = Config(entry.name, spec.dataset, config_dict=spec.row_settings(entry, spec.seeds[0]))
+    split = config["eval_args"]
+    masking = "seen items masked for every model" if config["mask_seen_items"] else "RecBole's masking"
+    cold = (f"; cold-start mode: {config['cold_start_item_ratio']:.0%} of items held out of training, test = "
+            "interactions targeting them") if config["cold_start_item_ratio"] else ""
+    return (f"split {split['split']}, order {split['order']}, {split['mode']['test']} ranking over all items "
+            f"({masking}); metrics at {config['topk']}; early stopping and model selection on validation "
+            f"{config['valid_metric']} only; test read once per run{cold}")
+
+
+def _best(values, higher):
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return None
+    return max(finite) if higher else min(finite)
+
+
+def _table(header, rows, bold_columns):
+    """Markdown table; `bold_columns` = {column index: (values per row, higher_is_better)}."""
+    for column, (values, higher) in bold_columns.items():
+        best = _best(values, higher)
+        for row, value in zip(rows, values):
+            if best is not None and value == best:
+                row[column] = f"**{row[column]}**"
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(spec, summaries, tests, baseline, env, failures) -> str:
+    metrics = list(next(iter(summaries.values()))["test"])
+    accuracy = [m for m in metrics if m.split("@")[0] in ACCURACY]
+    beyond = [m for m in metrics if m.split("@")[0] in BEYOND and m.endswith("@10")]
+    sig = spec.significance_metric
+    labels = list(summaries)
+
+    header = ["Model", "content"] + [_name(m) for m in accuracy] + [f"Δ{_name(sig)} vs baseline",
+                                                                  "p users (t / Wilcoxon)", "p seeds"]
+    rows, bold = [], {}
+    for label in labels:
+        s = summaries[label]
+        row = [label + (" (baseline)" if label == baseline else ""), "yes" if s["uses_content"] else "–"]
+        row += [_fmt(*s["test"][m]) for m in accuracy]
+        if baseline and label != baseline and sig in s["test"]:
+            base = summaries[baseline]["test"][sig][0]
+            delta = (s["test"][sig][0] - base) / base * 100 if base else float("nan")
+            t = tests[label]
+            row += [f"{delta:+.1f}%", f"{_p(t['p_users_t'])} / {_p(t['p_users_wilcoxon'])}", _p(t["p_seeds_t"])]
+        else:
+            row += ["–", "–", "–"]
+        rows.append(row)
+    for i, m in enumerate(accuracy):
+        bold[2 + i] = ([summaries[label]["test"][m][0] for label in labels], True)
+    accuracy_table = _table(header, rows, bold)
+
+    header = ["Model"] + [f"{_name(m)} {'↑' if BEYOND[m.split('@')[0]] else '↓'}" for m in beyond] + [
+        f"valid {sig}", "best epoch", "train s", "test s", "peak MB", "parameters"]
+    rows, bold = [], {}
+    for label in labels:
+        s = summaries[label]
+        rows.append([label] + [_fmt(*s["test"][m]) for m in beyond] + [
+            _fmt(*s["best_valid_score"]), f"{s['best_epoch'][0]:.0f}", f"{s['train_seconds'][0]:.1f}",
+            f"{s['test_seconds'][0]:.1f}", f"{s['peak_memory_mb'][0]:.0f}", f"{s['n_parameters'][0]:,.0f}"])
+    for i, m in enumerate(beyond):
+        bold[1 + i] = ([summaries[label]["test"][m][0] for label in labels], BEYOND[m.split("@")[0]])
+    bold[1 + len(beyond)] = ([summaries[label]["best_valid_score"][0] for label in labels], True)
+    cost_table = _table(header, rows, bold)
+
+    seeds = ", ".join(str(s) for s in spec.seeds)
+    lines = [
+        f"# Leaderboard: {spec.dataset}",
+        "",
+        f"Seeds: {seeds} (mean ± std over seeds). Protocol: {_protocol(spec)}.",
+        "",
+        f"Baseline for Δ and p-values: **{baseline or 'none'}**, the collaborative-filtering row (no item content) "
+        f"with the best mean validation score. p users: paired tests over users of the per-user test {sig} "
+        "(each user's value averaged over seeds); p seeds: paired t-test over seeds. Best value per column in bold.",
+        "",
+        "## Accuracy (test)",
+        "",
+        accuracy_table,
+        "",
+        "## Beyond accuracy (test, top-10 lists) and cost",
+        "",
+        "Coverage: share of items recommended to anyone; Gini: inequality of exposure; AvgPop: mean training "
+        "popularity of recommended items; Tail: share of long-tail items in the lists.",
+        "",
+        cost_table,
+        "",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("commit", "machine")) + ".",
+        f"Commit {env['commit']}; machine: {env['machine']}.",
+    ]
+    if failures:
+        lines += ["", "Failed runs (not in the tables):"] + [f"- {f}" for f in failures]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(records) -> str:
+    metrics = sorted({m for r in records for m in r["test"]})
+    columns = ["label", "model", "seed", "config_hash", "uses_content"] + [f"test_{m}" for m in metrics] + [
+        "best_valid_score", "valid_metric", "best_epoch", "epochs_run", "train_seconds", "test_seconds",
+        "peak_memory_mb", "n_parameters"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for r in records:
+        writer.writerow([r["label"], r["model"], r["seed"], r["config_hash"], r.get("uses_content")] +
+                        [r["test"].get(m) for m in metrics] +
+                        [r.get(c) for c in columns[5 + len(metrics):]])
+    return out.getvalue()
+
+
+def plot(spec, summaries, baseline, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(summaries)
+    metrics = [m for m in spec.plot_metrics if m in next(iter(summaries.values()))["test"]]
+    height = max(2.5, 0.45 * len(labels) + 1.4)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), height), squeeze=False)
+    colours = ["#d62728" if label == baseline else "#1f77b4" if summaries[label]["uses_content"] else "#7f7f7f"
+               for label in labels]
+    positions = range(len(labels))
+    for axis, metric in zip(axes[0], metrics):
+        means = [summaries[label]["test"][metric][0] for label in labels]
+        stds = [summaries[label]["test"][metric][1] for label in labels]
+        axis.barh(positions, means, xerr=stds, color=colours, capsize=3, alpha=0.9)
+        for y, (mean, std) in enumerate(zip(means, stds)):
+            axis.text(mean + std + max(means) * 0.01, y, f"{mean:.3f}", va="center", fontsize=8)
+        axis.set_yticks(list(positions))
+        axis.set_yticklabels(labels if axis is axes[0][0] else [""] * len(labels))
+        axis.invert_yaxis()
+        axis.set_xlabel(f"test {_name(metric)} (mean ± std over {len(spec.seeds)} seeds)")
+        axis.set_xlim(0, max(m + s for m, s in zip(means, stds)) * 1.18 or 1)
+        axis.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#1f77b4", "#7f7f7f", "#d62728")]
+    figure.legend(handles, ["reads item text/images", "CF baseline", "best CF baseline (by validation)"],
+                  loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.suptitle(f"{spec.dataset}: leave-one-out, full ranking, seen items masked", fontsize=10)
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=130)
+    plt.close(figure)
+    write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def write_report(spec, records, failures) -> dict:
+    groups = stats.group_by_label(records, [m.label for m in spec.models])
+    summaries = {label: stats.summarize(runs) for label, runs in groups.items()}
+    baseline = stats.choose_baseline(summaries)
+    tests = {label: stats.paired_tests(runs, groups[baseline], spec.significance_metric)
+             for label, runs in groups.items() if baseline and label != baseline}
+    env = environment()
+    paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
+    text = markdown(spec, summaries, tests, baseline, env, failures)
+    write_text_atomically(paths["md"], text)
+    write_text_atomically(paths["csv"], csv_text(records))
+    plot(spec, summaries, baseline, paths["png"])
+    return {"paths": paths, "markdown": text, "summaries": summaries, "baseline": baseline, "tests": tests}
+
+
+def update_readme(readme_path, dataset, markdown_text, command) -> bool:
+    """Replace the README section between the leaderboard markers of `dataset` with the generated tables."""
+    with open(readme_path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = README_START.format(dataset=dataset), README_END.format(dataset=dataset)
+    if start not in text or end not in text:
+        return False
+    body = markdown_text.split("\n", 1)[1].replace("\n## ", "\n#### ")  # drop the title, nest the headings
+    section = f"{start}\nGenerated by `{command}`; do not edit by hand.\n{body}{end}"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    write_text_atomically(readme_path, head + section + tail)
+    return True

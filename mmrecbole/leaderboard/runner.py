@@ -1,0 +1,106 @@
+"""Run a leaderboard: every (row, seed) once, each in its own process, cached as JSON.
+
+A run is keyed by (model, hash of its resolved config, dataset, seed): re-running skips finished runs, an
+interrupted leaderboard resumes where it stopped (results are written atomically, so a half-finished run leaves no
+file), and changing one row's settings (or a property file it reads) re-runs that row only. `force` re-runs all.
+
+Each run is a child process (`python -m mmrecbole.leaderboard.job`): RecBole keeps global state (seeds, logging,
+autograd flags), a crash or out-of-memory in one model does not end the leaderboard, and the child's peak memory
+is the run's own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from mmrecbole.config import Config
+from mmrecbole.errors import UserError
+from mmrecbole.data.fileio import write_text_atomically
+from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
+
+#: Settings that change how a run is shown or where files go, not what it computes.
+_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker"}
+
+
+def config_hash(config: Config) -> str:
+    plain = {k: v for k, v in config.resolved.items() if k not in _PRESENTATION_KEYS and k != "seed"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+
+
+class PlannedRun:
+    def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, seed: int):
+        self.entry, self.seed = entry, seed
+        self.settings = spec.row_settings(entry, seed)
+        config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
+        self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
+        self.hash = config_hash(config)
+        self.path = os.path.join(spec.output_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
+
+    def cached(self):
+        if not os.path.isfile(self.path):
+            return None
+        with open(self.path, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def plan(spec: LeaderboardSpec) -> list:
+    return [PlannedRun(spec, entry, seed) for entry in spec.models for seed in spec.seeds]
+
+
+def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
+    request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
+               "checkpoint_dir": os.path.join(spec.output_dir, "checkpoints"),
+               "log_dir": os.path.join(spec.output_dir, "logs")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{run.entry.label} seed {run.seed} failed (exit {proc.returncode}): {error}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["wall_seconds"] = wall
+    return result, None
+
+
+def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print) -> dict:
+    """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}."""
+    from mmrecbole.leaderboard.report import write_report
+
+    runs = plan(spec)
+    records, failures = [], []
+    for index, run in enumerate(runs, 1):
+        tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
+        cached = None if force else run.cached()
+        if cached is not None:
+            echo(f"{tag}: cached ({os.path.relpath(run.path)})")
+            records.append(cached)
+            continue
+        echo(f"{tag}: running {run.entry.name} ...")
+        result, error = _run_child(run, spec, timeout)
+        if error:
+            echo(f"{tag}: {error}")
+            failures.append(error)
+            continue
+        record = {"label": run.entry.label, "model": run.entry.name, "seed": run.seed, "config_hash": run.hash,
+                  "dataset": spec.dataset, "uses_content": run.uses_content, "settings": run.entry.settings,
+                  **result}
+        write_text_atomically(run.path, json.dumps(record, indent=1))
+        records.append(record)
+        test = record["test"]
+        echo(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
+             f"(train {record['train_seconds']:.0f} s)")
+    if not records:
+        raise UserError("no leaderboard run finished: " + "; ".join(failures))
+    report = write_report(spec, records, failures)
+    return {"runs": records, "failures": failures, "report": report}

@@ -1,0 +1,236 @@
+"""Building blocks shared by every multimodal model.
+
+`ItemContentEncoder` turns frozen item feature tables (text, image) plus an optional item-ID embedding into one
+vector per item; `MultiTaskLoss` combines the recommendation loss with auxiliary terms by the weights in YAML.
+
+Dense encoder vectors never pass through RecBole's feature-embedding layers (RecBole issue #2043 collapses a
+`float_seq` field to one scalar times one embedding); like UniSRec and MMRec we keep them as frozen tables aligned to
+RecBole's item ids and learn small adapters on top.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrecbole.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ADAPTERS = ("linear", "mlp", "whitening")
+FUSIONS = ("sum", "concat", "gate", "concat_raw")
+
+
+def _choice(config, key, allowed):
+    value = config[key]
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _probability(config, key):
+    value = config[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{key} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def load_aligned_features(config, dataset, modality):
+    """(matrix [item_num, d] float32, mask [item_num] bool) of one modality in RecBole's item order.
+
+    `mm_feature_files: {modality: path}` names a precomputed table (FeatureTable .npz) to use as is; otherwise the
+    table under dataset/<name>/features/ is reused while its provenance matches, or built now."""
+    from mmrecbole.features import FeatureTable, load_or_build_features
+
+    files = config["mm_feature_files"] or {}
+    if modality in files:
+        table = FeatureTable.load(files[modality])
+    else:
+        table = load_or_build_features(config["dataset"], modality, config)
+    matrix, mask = table.align(dataset)
+    covered = int(mask.sum())
+    logger.info(f"{modality} features: {covered}/{len(mask) - 1} items, dim {matrix.shape[1]} ({table.source})")
+    if covered == 0:
+        raise ConfigError(f"no item of dataset '{config['dataset']}' has {modality} features ({table.source})")
+    return matrix, mask
+
+
+class WhiteningAdapter(nn.Module):
+    """UniSRec's parametric whitening: a learned centre, then a linear map without bias."""
+
+    def __init__(self, in_dim, out_dim, dropout):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.center = nn.Parameter(torch.zeros(in_dim))
+        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x):
+        return self.linear(self.dropout(x) - self.center)
+
+
+def build_adapter(kind, in_dim, out_dim, dropout):
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+    if kind == "mlp":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, 2 * out_dim), nn.GELU(), nn.Dropout(dropout),
+                             nn.Linear(2 * out_dim, out_dim))
+    return WhiteningAdapter(in_dim, out_dim, dropout)
+
+
+class ItemContentEncoder(nn.Module):
+    """One vector per item from its feature tables and (optionally) its ID embedding.
+
+    Per modality: frozen feature buffer -> adapter (`adapter`: linear | mlp | whitening) -> a learned "missing" vector
+    replaces items without that modality (and, in training, items dropped with probability `modality_dropout`).
+    Fusion (`fusion`): `sum` of ID embedding and content vectors; `concat` of them followed by a linear projection;
+    `gate`: a learned softmax weight per item over the sources; `concat_raw`: plain concatenation (VBPR's layout,
+    `out_dim` = dim x sources). `use_id: false` drops the ID embedding (an inductive, ID-free model).
+
+    Items never seen in training have an untrained ID embedding; it is zeroed for them so that they are represented
+    by their content alone (cold-start items).
+    """
+
+    def __init__(self, config, dataset, dim, modalities=None, fusion=None, use_id=None):
+        super().__init__()
+        self.dim = dim
+        self.modalities = list(config["modalities"] if modalities is None else modalities)
+        unknown = [m for m in self.modalities if m not in ("text", "image")]
+        if unknown:
+            raise ConfigError(f"modalities must be a list drawn from ['text', 'image'], got {self.modalities!r}")
+        self.use_id = bool(config["use_id"] if use_id is None else use_id)
+        if not self.use_id and not self.modalities:
+            raise ConfigError("use_id: false needs at least one entry in modalities")
+        self.fusion = fusion or _choice(config, "fusion", FUSIONS)
+        if fusion is not None and fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
+        adapter = _choice(config, "adapter", ADAPTERS)
+        adapter_dropout = _probability(config, "adapter_dropout")
+        self.modality_dropout = _probability(config, "modality_dropout")
+        n_items = dataset.item_num
+
+        self.adapters = nn.ModuleDict()
+        self.missing = nn.ParameterDict()
+        for modality in self.modalities:
+            matrix, mask = load_aligned_features(config, dataset, modality)
+            # Persistent: a checkpoint carries the exact features it was trained with.
+            self.register_buffer(f"features_{modality}", matrix)
+            self.register_buffer(f"mask_{modality}", mask)
+            self.adapters[modality] = build_adapter(adapter, matrix.shape[1], dim, adapter_dropout)
+            self.missing[modality] = nn.Parameter(torch.randn(dim) * 0.02)
+
+        n_sources = len(self.modalities) + int(self.use_id)
+        if self.use_id:
+            self.id_embedding = nn.Embedding(n_items, dim, padding_idx=0)
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+            self.register_buffer("seen_in_training", _items_in(dataset), persistent=False)
+        if self.fusion == "concat":
+            self.project = nn.Linear(n_sources * dim, dim)
+        elif self.fusion == "gate":
+            self.gate = nn.Linear(n_sources * dim, n_sources)
+        self.out_dim = n_sources * dim if self.fusion == "concat_raw" else dim
+        self.register_buffer("not_padding", (torch.arange(n_items) > 0).float().unsqueeze(1), persistent=False)
+
+    # -- pieces ---------------------------------------------------------------------------------------------------
+    def id_vectors(self):
+        """ID embeddings, zero for items unseen in training (and for padding)."""
+        return self.id_embedding.weight * self.seen_in_training.unsqueeze(1)
+
+    def content_vectors(self, modality):
+        features = getattr(self, f"features_{modality}")
+        present = getattr(self, f"mask_{modality}")
+        if self.training and self.modality_dropout > 0:
+            present = present & (torch.rand(present.shape, device=present.device) >= self.modality_dropout)
+        adapted = self.adapters[modality](features)
+        return torch.where(present.unsqueeze(1), adapted, self.missing[modality].expand_as(adapted))
+
+    def sources(self):
+        parts = [self.id_vectors()] if self.use_id else []
+        return parts + [self.content_vectors(m) for m in self.modalities]
+
+    # -- the item table ---------------------------------------------------------------------------------------------
+    def forward(self):
+        """[item_num, out_dim] vectors of all items (row 0, padding, is zero)."""
+        parts = self.sources()
+        if self.fusion == "sum":
+            fused = torch.stack(parts).sum(0)
+        elif self.fusion == "concat":
+            fused = self.project(torch.cat(parts, dim=1))
+        elif self.fusion == "concat_raw":
+            fused = torch.cat(parts, dim=1)
+        else:
+            weights = torch.softmax(self.gate(torch.cat(parts, dim=1)), dim=1)
+            fused = (torch.stack(parts, dim=1) * weights.unsqueeze(2)).sum(1)
+        return fused * self.not_padding
+
+    def alignment_loss(self, items, temperature):
+        """Symmetric InfoNCE between the ID embedding and the content vector of the batch's distinct items."""
+        if not self.use_id or not self.modalities:
+            raise ConfigError("loss_weights.align needs use_id: true and at least one modality")
+        items = torch.unique(items[items > 0])
+        id_part = F.normalize(self.id_embedding(items), dim=1)
+        content = torch.stack([self.content_vectors(m)[items] for m in self.modalities]).sum(0)
+        content = F.normalize(content, dim=1)
+        logits = id_part @ content.T / temperature
+        labels = torch.arange(len(items), device=items.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def _items_in(dataset):
+    """1.0 for items that occur in this (training) dataset, as target or in an input sequence."""
+    seen = torch.zeros(dataset.item_num)
+    inter = dataset.inter_feat
+    seen[inter[dataset.iid_field]] = 1.0
+    seq_field = dataset.iid_field + dataset.config["LIST_SUFFIX"]
+    if seq_field in inter:
+        seen[inter[seq_field].flatten()] = 1.0
+    seen[0] = 0.0
+    return seen
+
+
+class MultiTaskLoss(nn.Module):
+    """L = sum_k w_k L_k over `loss_weights: {rec: 1.0, align: 0.1, rating: 0.0}`.
+
+    `rec` is the model's recommendation loss; `align` the ID/content InfoNCE (ItemContentEncoder.alignment_loss);
+    `rating` a regression head on the interaction's rating (MSE). Terms with weight 0 are not computed. `combine`
+    returns the weighted terms as a tuple in `names` order: RecBole's trainer sums a tuple for the backward pass and
+    logs each element; MMTrainer labels them with `names`.
+    """
+
+    KNOWN = ("rec", "align", "rating")
+
+    def __init__(self, config, dim):
+        super().__init__()
+        weights = dict(config["loss_weights"] or {"rec": 1.0})
+        unknown = set(weights) - set(self.KNOWN)
+        if unknown:
+            raise ConfigError(f"loss_weights has unknown terms {sorted(unknown)}; known: {list(self.KNOWN)}")
+        for name, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"loss_weights.{name} must be a number >= 0, got {weight!r}")
+        if weights.get("rec", 0) <= 0:
+            raise ConfigError("loss_weights.rec must be > 0 (the recommendation loss)")
+        self.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        self.names = [k for k in self.KNOWN if k in self.weights]
+        self.temperature = float(config["align_temperature"])
+        if self.temperature <= 0:
+            raise ConfigError(f"align_temperature must be > 0, got {self.temperature}")
+        if "rating" in self.weights:
+            self.rating_field = config["RATING_FIELD"]
+            self.rating_head = nn.Linear(dim, 1)
+
+    def wants(self, name):
+        return name in self.weights
+
+    def rating_loss(self, interaction, user_side, item_side):
+        if self.rating_field not in interaction:
+            raise ConfigError(
+                f"loss_weights.rating needs the '{self.rating_field}' column: add it to load_col.inter"
+            )
+        predicted = self.rating_head(user_side * item_side).squeeze(1)
+        return F.mse_loss(predicted, interaction[self.rating_field].float())
+
+    def combine(self, terms):
+        values = tuple(self.weights[name] * terms[name] for name in self.names)
+        return values if len(values) > 1 else values[0]

@@ -1,0 +1,94 @@
+"""What every multimodal sequential model shares: item vectors from ItemContentEncoder used for the input sequence
+AND for scoring candidates (RecBole's SASRecF scores candidates by ID only), full-softmax CE, multi-task loss."""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from mmrecbole.data.windows import TARGETS_FIELD
+from mmrecbole.errors import ConfigError
+from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss
+
+
+class MMSequentialRecommender(SequentialRecommender):
+    """Subclasses build `self.items` (via `build_items`) and implement `encode_all(item_seq, table)` -> [batch,
+    length, dim] states at every position (causal), where `table` = `self.items()` ([item_num, dim]).
+
+    Two training modes (`train_mode`): `prefix` (RecBole's augmentation: one row per prefix, loss on its next item)
+    and `all_positions` (one row per user window, loss on the next item at every position; see data/windows.py).
+    """
+
+    input_type = InputType.POINTWISE
+    trainer_name = "MMTrainer"
+    supports_all_positions = True
+    uses_item_content = True  # reads feature tables (leaderboards tell content models from CF baselines)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if config["loss_type"] != "CE":
+            raise ConfigError(f"loss_type must be 'CE' for {type(self).__name__} (full softmax over item vectors), "
+                              f"got {config['loss_type']!r}")
+        self.train_mode = config["train_mode"]
+        if self.train_mode not in ("prefix", "all_positions"):
+            raise ConfigError(f"train_mode must be 'prefix' or 'all_positions', got {self.train_mode!r}")
+
+    def build_items(self, config, dataset, dim):
+        self.items = ItemContentEncoder(config, dataset, dim)
+        if self.items.out_dim != dim:
+            raise ConfigError(f"fusion '{self.items.fusion}' gives {self.items.out_dim}-d items; "
+                              f"{type(self).__name__} needs {dim}: use sum, concat or gate")
+        self.multitask = MultiTaskLoss(config, dim)
+        self.loss_names = self.multitask.names
+
+    def encode_all(self, item_seq, table):
+        raise NotImplementedError
+
+    def _state(self, interaction, table):
+        return last_position(self.encode_all(interaction[self.ITEM_SEQ], table), interaction[self.ITEM_SEQ_LEN])
+
+    def calculate_loss(self, interaction):
+        table = self.items()
+        if TARGETS_FIELD in interaction:  # all_positions batch
+            position_targets = interaction[TARGETS_FIELD]
+            present = position_targets > 0
+            state = self.encode_all(interaction[self.ITEM_SEQ], table)[present]
+            targets = position_targets[present]
+            if self.multitask.wants("rating"):
+                raise ConfigError("loss_weights.rating is supported with train_mode: prefix only")
+        else:
+            state = self._state(interaction, table)
+            targets = interaction[self.POS_ITEM_ID]
+        terms = {"rec": F.cross_entropy(state @ table.T, targets)}
+        if self.multitask.wants("align"):
+            terms["align"] = self.items.alignment_loss(targets, self.multitask.temperature)
+        if self.multitask.wants("rating"):
+            terms["rating"] = self.multitask.rating_loss(interaction, state, table[targets])
+        return self.multitask.combine(terms)
+
+    def predict(self, interaction):
+        table = self.items()
+        state = self._state(interaction, table)
+        return (state * table[interaction[self.ITEM_ID]]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        table = self.items()
+        return self._state(interaction, table) @ table.T
+
+
+def init_like_recbole(module, std):
+    """RecBole's sequential-model initialisation: N(0, std) for Linear/Embedding, LayerNorm at identity."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.bias.data.zero_()
+        module.weight.data.fill_(1.0)
+
+
+def last_position(output, lengths):
+    """output[b, lengths[b] - 1] for every b."""
+    index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, output.shape[-1])
+    return output.gather(1, index).squeeze(1)

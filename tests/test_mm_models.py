@@ -1,0 +1,170 @@
+"""Multimodal models: the shared contract, the planted known answer, cold-start items, missing modalities."""
+import pytest
+import torch
+
+from mmrecbole import compat, registry
+from mmrecbole.config import Config
+from mmrecbole.errors import ConfigError
+from mmrecbole.model.layers import ItemContentEncoder
+from mmrecbole.quick_start import build, run
+from tests.conformance import RecommenderConformance
+from tests.planted import FAST
+from tests.planted_mm import write_planted_mm
+
+SEQ = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.005}
+GRU = {"embedding_size": 32, "hidden_size": 32, "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.005}
+GENERAL = {"embedding_size": 32, "learning_rate": 0.01}
+EVAL = {**FAST, "topk": [10], "metrics": ["Hit", "NDCG"], "valid_metric": "NDCG@10"}
+
+
+@pytest.fixture(scope="module")
+def planted_mm(tmp_path_factory):
+    """(data_path, feature files, cold item tokens) of the planted multimodal dataset (tests/planted_mm.py)."""
+    return write_planted_mm(tmp_path_factory.mktemp("mm"))
+
+
+class _OnPlantedMM(RecommenderConformance):
+    DATASET = "plantedmm"
+
+    @pytest.fixture
+    def data_path(self, planted_mm):
+        return planted_mm[0]
+
+    def make_config(self, data_path, **extra):
+        files = {m: f"{data_path}/plantedmm/{m}-planted.npz" for m in ("text", "image")}
+        return super().make_config(data_path, mm_feature_files=files, **extra)
+
+
+class TestMMSASRec(_OnPlantedMM):
+    MODEL = "MMSASRec"
+    SETTINGS = {**SEQ, "loss_weights": {"rec": 1.0, "align": 0.1, "rating": 0.01}}
+
+
+class TestMMGRU4Rec(_OnPlantedMM):
+    MODEL = "MMGRU4Rec"
+    SETTINGS = {**GRU, "fusion": "gate", "adapter": "whitening"}
+
+
+class TestVBPR(_OnPlantedMM):
+    MODEL = "VBPR"
+    SETTINGS = GENERAL
+
+
+class TestFREEDOM(_OnPlantedMM):
+    MODEL = "FREEDOM"
+    SETTINGS = GENERAL
+
+
+def _run(model, planted_mm, **extra):
+    data_path, files, _ = planted_mm
+    settings = {**EVAL, "data_path": data_path, "mm_feature_files": files, "epochs": 40, "stopping_step": 10, **extra}
+    return run(model, "plantedmm", config_dict=settings, console_log=False)
+
+
+def test_mmsasrec_reads_the_planted_rule_that_sasrec_cannot(planted_mm):
+    # 15% of the items occur only as test targets: SASRec cannot rank them, MMSASRec reads the rule from features.
+    sasrec = _run("SASRec", planted_mm, **SEQ)["test"]["hit@10"]
+    mmsasrec = _run("MMSASRec", planted_mm, **SEQ)["test"]["hit@10"]
+    assert mmsasrec >= 0.95 and mmsasrec >= sasrec + 0.1, (sasrec, mmsasrec)
+
+
+@pytest.mark.parametrize("model", ["VBPR", "FREEDOM"])
+def test_content_aware_general_models_beat_bpr(planted_mm, model):
+    bpr = _run("BPR", planted_mm, **GENERAL, epochs=60)["test"]["hit@10"]
+    content = _run(model, planted_mm, **GENERAL, epochs=60)["test"]["hit@10"]
+    assert content >= bpr + 0.04, (bpr, content)
+
+
+def test_cold_start_mode_only_content_models_rank_held_out_items(tmp_path):
+    data_path, files, _ = write_planted_mm(tmp_path, cold_share=0.0)
+    settings = {**EVAL, "topk": [10], "metrics": ["Recall"], "valid_metric": "Recall@10", "data_path": data_path,
+                "mm_feature_files": files, "cold_start_item_ratio": 0.2, "epochs": 30, **SEQ}
+    mm = run("MMSASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
+    ids_only = run("SASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
+    popularity = run("Pop", "plantedmm", config_dict={**settings, "epochs": 1}, console_log=False)["test"]["recall@10"]
+    # Chance is 10/160: an ID-only model has never seen these items and ranks them below every trained one.
+    assert mm >= 0.5 and ids_only <= 0.1 and popularity == 0.0, (mm, ids_only, popularity)
+
+
+def test_cold_start_items_never_reach_training(tmp_path):
+    data_path, files, _ = write_planted_mm(tmp_path, cold_share=0.0)
+    config = Config("SASRec", "plantedmm", config_dict={**FAST, "data_path": data_path, "cold_start_item_ratio": 0.2})
+    dataset, train, valid, test, _ = build(config)
+    cold = set(dataset.cold_items.tolist())
+    train_items = set(train._dataset.inter_feat["item_id"].tolist()) | set(
+        train._dataset.inter_feat["item_id_list"].flatten().tolist())
+    assert not cold & train_items
+    assert not cold & set(valid._dataset.inter_feat["item_id"].tolist())
+    assert set(test._dataset.inter_feat["item_id"].tolist()) <= cold and len(test._dataset.inter_feat) > 0
+
+
+def _encoder(planted_mm, **extra):
+    data_path, files, _ = planted_mm
+    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **SEQ, "data_path": data_path,
+                                                          "mm_feature_files": files, **extra})
+    dataset = registry.create_dataset(config)
+    train, _, _ = compat.build_dataloaders(config, dataset)
+    return ItemContentEncoder(config, train._dataset, 32), dataset
+
+
+def test_items_missing_a_modality_get_finite_distinct_vectors(planted_mm):
+    encoder, _ = _encoder(planted_mm, use_id=False)
+    encoder.eval()
+    vectors = encoder()
+    no_image = (~encoder.mask_image).nonzero().squeeze(1)
+    no_image = no_image[no_image > 0]
+    assert len(no_image) > 5 and torch.isfinite(vectors).all()
+    assert torch.cdist(vectors[no_image], vectors[no_image]).add(torch.eye(len(no_image))).min() > 1e-4
+    assert torch.equal(vectors[0], torch.zeros(32))  # padding
+
+
+def test_modality_dropout_only_in_training(planted_mm):
+    encoder, _ = _encoder(planted_mm, modality_dropout=0.5)
+    encoder.eval()
+    assert torch.equal(encoder(), encoder())
+    encoder.train()
+    torch.manual_seed(0)
+    assert not torch.equal(encoder(), encoder())
+
+
+@pytest.mark.parametrize("fusion", ["sum", "concat", "gate", "concat_raw"])
+@pytest.mark.parametrize("adapter", ["linear", "mlp", "whitening"])
+def test_every_fusion_and_adapter_builds_item_vectors(planted_mm, fusion, adapter):
+    encoder, dataset = _encoder(planted_mm, fusion=fusion, adapter=adapter)
+    vectors = encoder()
+    width = 32 * 3 if fusion == "concat_raw" else 32
+    assert vectors.shape == (dataset.item_num, width) and torch.isfinite(vectors).all()
+
+
+def test_items_unseen_in_training_are_represented_by_content_alone(planted_mm):
+    encoder, _ = _encoder(planted_mm)
+    cold = (encoder.seen_in_training == 0).nonzero().squeeze(1)
+    cold = cold[cold > 0]
+    assert len(cold) > 0 and torch.equal(encoder.id_vectors()[cold], torch.zeros(len(cold), 32))
+
+
+def test_multitask_terms_are_named_in_the_epoch_log(planted_mm, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    data_path, files, _ = planted_mm
+    run("MMSASRec", "plantedmm", config_dict={**EVAL, **SEQ, "data_path": data_path, "mm_feature_files": files,
+                                              "epochs": 1, "state": "INFO",
+                                              "loss_weights": {"rec": 1.0, "align": 0.1, "rating": 0.1}},
+        console_log=False)
+    assert any("rec: " in r.message and "align: " in r.message and "rating: " in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"fusion": "mean"}, "fusion must be one of"),
+    ({"adapter": "conv"}, "adapter must be one of"),
+    ({"modalities": ["audio"]}, "modalities must be a list"),
+    ({"loss_weights": {"rec": 1.0, "contrast": 0.1}}, "unknown terms"),
+    ({"loss_weights": {"rec": 0.0}}, "loss_weights.rec must be > 0"),
+    ({"modality_dropout": 1.5}, "modality_dropout must be a number in"),
+])
+def test_bad_model_settings_name_the_key(planted_mm, bad, message):
+    data_path, files, _ = planted_mm
+    with pytest.raises(ConfigError, match=message):
+        run("MMSASRec", "plantedmm", config_dict={**EVAL, **SEQ, "data_path": data_path, "mm_feature_files": files,
+                                                  "epochs": 1, **bad}, console_log=False)
