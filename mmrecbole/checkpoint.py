@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import platform
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from mmrecbole import __version__, compat
+from mmrecbole.data.fileio import write_atomically
 from mmrecbole.errors import CheckpointError
 
 FORMAT = "mmrecbole-checkpoint/1"
@@ -43,17 +43,7 @@ def _plain(value):
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda handle: torch.save(obj, handle))
 
 
 def save(path, *, model, config, dataset_fingerprint=None, training=None, optimizer_state=None) -> None:

@@ -70,12 +70,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
 
 
 def parse_args(argv):
-    """(namespace, overrides dict) from argv; overrides are `--key=value` flags parsed as YAML."""
+    """(namespace, overrides, raw texts) from argv; overrides are `--key=value` flags parsed as YAML, raw texts the
+    values as typed."""
     from mmrecbole.config import parse_value
 
     args, extras = build_parser().parse_known_args(argv)
     files = [f for item in args.config_files for f in item.replace(",", " ").split()]
-    overrides = {}
+    overrides, texts = {}, {}
     for token in extras:
         if token.startswith("--") and "=" in token:
             key, value = token[2:].split("=", 1)
@@ -84,12 +85,13 @@ def parse_args(argv):
             if key in overrides:
                 raise ConfigError(f"flag --{key} given twice")
             overrides[key] = parse_value(value)
+            texts[key] = value
         elif not token.startswith("-") and token.endswith((".yaml", ".yml")) and files:
             files.append(token)  # `--config_files=a.yaml b.yaml`: argparse hands b.yaml over as an extra
         else:
             raise ConfigError(f"unrecognized argument '{token}': settings are given as --key=value (see --help)")
     args.config_files = files
-    return args, overrides
+    return args, overrides, texts
 
 
 def _format_table(result: dict) -> str:
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
         if "-h" in argv or "--help" in argv:
             build_parser(with_models=True).print_help()
             return 0
-        args, overrides = parse_args(argv)
+        args, overrides, texts = parse_args(argv)
         from mmrecbole import quick_start
 
         if args.checkpoint:
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
         if not args.dataset:
             raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
         result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,
-                                 saved=not args.no_save)
+                                 cmd_text=texts, saved=not args.no_save)
         print(_report_run(result))
         return 0
     except UserError as exc:

@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import re
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +21,13 @@ import torch
 import yaml
 
 RECBOLE_VERSION_TESTED = "1.2.1"
+
+# Noise RecBole 1.2.1 prints on every run with our pins, each harmless here:
+# - pandas 2.x FutureWarning on `feat[field].fillna(..., inplace=True)` (dataset.py): still works on pandas 2.3.3,
+#   which is why pandas is pinned < 3 (where it silently does nothing);
+# - torch's FutureWarning on `torch.cuda.amp.GradScaler(...)` in the trainer (deprecated spelling, same behaviour).
+warnings.filterwarnings("ignore", message=r".*inplace method will never work.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r".*GradScaler\(args\.\.\.\)` is deprecated.*", category=FutureWarning)
 
 # Subpackages of recbole.model searched by name. `exlib_recommender` (XGBoost / LightGBM as nn.Modules) is left
 # out on purpose: xgboost is not installed, and our LightGBM stacker has its own fit/predict contract.

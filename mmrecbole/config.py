@@ -101,9 +101,13 @@ class Config(compat.RecBoleConfigAdapter):
         config_file_list: YAML files, later ones win.
         config_dict: settings from code (e.g. a leaderboard's per-model overrides).
         cmd_dict: settings from command-line flags, already parsed with `parse_value`; highest priority.
+        cmd_text: the same flags' raw text: a key whose default is a string keeps the text as typed
+            (`--text_template={movie_title}` is a template, not a YAML mapping).
     """
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_dict=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_dict=None,
+                 cmd_text=None):
+        self._cmd_text = dict(cmd_text or {})
         layers = [(path, read_yaml_file(path)) for path in (config_file_list or [])]
         if config_dict:
             layers.append(("config_dict", dict(config_dict)))
@@ -134,6 +138,9 @@ class Config(compat.RecBoleConfigAdapter):
         return our_property_files(model, dataset)
 
     def finalize(self, final):
+        for key, text in self._cmd_text.items():
+            if isinstance(self.internal_config_dict.get(key), str) and not isinstance(final.get(key), (str, type(None))):
+                final[key] = self.external_config_dict[key] = text
         self._check_types(final)
         if "data_path" not in self.external_config_dict and not os.path.isabs(final["data_path"]):
             # Our default data_path (properties/overall.yaml) means the project's dataset/ folder, wherever the

@@ -31,7 +31,7 @@ def build(config: Config):
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=True, show_progress=None,
-        log_dir="log", console_log=True) -> dict:
+        log_dir="log", console_log=True, cmd_text=None) -> dict:
     """Train `model` on `dataset`, early-stopping on validation; evaluate the best checkpoint on test.
 
     Returns a plain dict: model, dataset, seed, valid_metric, best_valid_score, best_epoch, epochs_run,
@@ -40,7 +40,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     test_seconds, n_parameters, checkpoint, log_file, test_per_user ({"user_id": [...], "ndcg@10": [...], ...}:
     the test top-k metrics per evaluated user, for paired significance tests).
     """
-    config = Config(model, dataset, config_file_list, config_dict, cmd_dict)
+    config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text)
     registry.ensure_dataset(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)

@@ -97,9 +97,8 @@ def test_recbole_style_checkpoint_is_refused(ring_data_path, tmp_path):
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     target = tmp_path / "ckpt" / "model.pth"
 
-    def boom(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"partial")
+    def boom(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
@@ -125,3 +124,11 @@ def test_sparse_and_array_state_round_trip():
     decoded = compat.decode_other_parameters(encoded, "cpu")
     assert decoded["w"].getformat() == "lil" and (decoded["w"] != Model().w).nnz == 0
     assert np.array_equal(decoded["counts"], np.arange(4.0)) and decoded["cache"] is None
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    path = tmp_path / "x.pth"
+    checkpoint.atomic_torch_save({"x": 1}, str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600

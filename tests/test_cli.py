@@ -65,9 +65,10 @@ def test_full_run_prints_table_checkpoint_and_log(ring_data_path, tmp_path):
 
 
 def test_parse_args_splits_config_files_and_parses_flags():
-    args, overrides = parse_args(["--model=BPR", "--config_files=a.yaml", "b.yaml", "--topk=[5,10]",
-                                  "--learning_rate=1e-3", "--valid_metric=NDCG@5"])
+    args, overrides, texts = parse_args(["--model=BPR", "--config_files=a.yaml", "b.yaml", "--topk=[5,10]",
+                                         "--learning_rate=1e-3", "--valid_metric=NDCG@5"])
     assert args.config_files == ["a.yaml", "b.yaml"]
     assert overrides == {"topk": [5, 10], "learning_rate": 0.001, "valid_metric": "NDCG@5"}
-    args, _ = parse_args(["--config_files", "a.yaml,b.yaml"])
+    assert texts["topk"] == "[5,10]"
+    args, _, _ = parse_args(["--config_files", "a.yaml,b.yaml"])
     assert args.config_files == ["a.yaml", "b.yaml"]

@@ -106,3 +106,12 @@ def test_valid_metric_must_be_computed(ring_data_path):
         _config(ring_data_path, cmd={"valid_metric": "NDCG@5"})
     with pytest.raises(ConfigError, match=r"valid_metric Precision@10 .* not among metrics"):
         _config(ring_data_path, cmd={"valid_metric": "Precision@10"})
+
+
+def test_string_settings_keep_the_text_as_typed(tmp_path):
+    # ml-100k-mm's text_template is a string; "{movie_title}" would otherwise parse as a YAML mapping.
+    config = Config("BPR", "ml-100k-mm", config_dict={"data_path": str(tmp_path)},
+                    cmd_dict={"text_template": parse_value("{movie_title}")},
+                    cmd_text={"text_template": "{movie_title}"})
+    assert parse_value("{movie_title}") == {"movie_title": None}
+    assert config["text_template"] == "{movie_title}"

@@ -104,7 +104,7 @@ def test_ensure_dataset_uses_existing_files_when_raw_inputs_are_gone(tmp_path, r
 @pytest.mark.skipif(not os.path.isfile(os.path.join(default_raw_dir(), "plots.json")),
                     reason="shared ml-100k-mm raw data not present")
 def test_real_raw_data(tmp_path):
-    result = build_ml100k_mm(out_dir=str(tmp_path / "ml-100k-mm"))
+    result = build_ml100k_mm(out_dir=str(tmp_path / "ml-100k-mm"), raw_dir=default_raw_dir())
     assert result.stats["with_plot_record"] == 1591 and result.stats["items"] == 1682
     items = read_atomic_file(result.item_path).set_index("item_id")
     assert items.loc["181", "movie_title"] == "Return of the Jedi" and items.loc["181", "description"]

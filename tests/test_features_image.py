@@ -67,3 +67,24 @@ def test_unknown_model_and_no_packaged_weights(tiny_image_weights):
         ImageEncoder("mobilenet_v9", tiny_image_weights).dim
     with pytest.raises(FeatureError, match="image_weights is not set"):
         ImageEncoder("resnet18", None)
+
+
+def test_uint8_workers_plus_batch_normalisation_equal_torchvision_preprocessing(tmp_path):
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from mmrecbole.features.image import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset, normalize_batch
+
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "1.jpg")
+    Image.fromarray(rng.integers(0, 255, (60, 40, 3), dtype=np.uint8)).save(path)
+    reference = transforms.Compose([transforms.Resize(72), transforms.CenterCrop(64), transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    with Image.open(path) as image:
+        expected = reference(image.convert("RGB"))
+    _, raw, ok = ImageFolderDataset([path], 72, 64)[0]
+    assert ok and raw.dtype == torch.uint8
+    batch = normalize_batch(raw.unsqueeze(0))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(batch[0], expected, rtol=0, atol=1e-6)

@@ -14,6 +14,15 @@ _CHUNK = 1 << 20
 _FILE_HASH_CACHE: dict = {}
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: do it once, at import, before any thread starts
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fileobj)`` on a temp file beside ``path``, then move it into place."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -24,6 +33,7 @@ def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

@@ -20,6 +20,7 @@ from mmrecbole.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ADAPTERS = ("linear", "mlp", "whitening")
+FEATURE_NORMS = ("none", "l2", "standardize")
 FUSIONS = ("sum", "concat", "gate", "concat_raw")
 
 
@@ -35,6 +36,23 @@ def _probability(config, key):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{key} must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def normalize_features(matrix, mask, how):
+    """Put modalities on one scale before the adapters: CNN activations are large and shifted (MobileNetV2 pooled
+    features: norms ~ 20), sentence embeddings are unit vectors; unscaled, one modality drowns the other and the ID
+    embedding at initialisation. `standardize`: zero mean, unit variance per dimension over the items that have
+    the modality; `l2`: unit-norm rows."""
+    if how == "none" or not mask.any():
+        return matrix
+    present = matrix[mask]
+    if how == "l2":
+        normed = F.normalize(present, dim=1)
+    else:
+        normed = (present - present.mean(0)) / present.std(0).clamp(min=1e-6)
+    out = torch.zeros_like(matrix)
+    out[mask] = normed
+    return out
 
 
 def load_aligned_features(config, dataset, modality):
@@ -108,12 +126,14 @@ class ItemContentEncoder(nn.Module):
         adapter = _choice(config, "adapter", ADAPTERS)
         adapter_dropout = _probability(config, "adapter_dropout")
         self.modality_dropout = _probability(config, "modality_dropout")
+        feature_norm = _choice(config, "feature_norm", FEATURE_NORMS)
         n_items = dataset.item_num
 
         self.adapters = nn.ModuleDict()
         self.missing = nn.ParameterDict()
         for modality in self.modalities:
             matrix, mask = load_aligned_features(config, dataset, modality)
+            matrix = normalize_features(matrix, mask, feature_norm)
             # Persistent: a checkpoint carries the exact features it was trained with.
             self.register_buffer(f"features_{modality}", matrix)
             self.register_buffer(f"mask_{modality}", mask)
@@ -164,16 +184,19 @@ class ItemContentEncoder(nn.Module):
             fused = (torch.stack(parts, dim=1) * weights.unsqueeze(2)).sum(1)
         return fused * self.not_padding
 
-    def alignment_loss(self, items, temperature):
-        """Symmetric InfoNCE between the ID embedding and the content vector of the batch's distinct items."""
+    def alignment_loss(self, temperature, sample_size=1024):
+        """Symmetric InfoNCE between the ID embedding and the content vector of a random sample of distinct items
+        (drawn on the device: no host sync, independent of the batch's duplicates)."""
         if not self.use_id or not self.modalities:
             raise ConfigError("loss_weights.align needs use_id: true and at least one modality")
-        items = torch.unique(items[items > 0])
+        n_items = self.id_embedding.num_embeddings
+        device = self.id_embedding.weight.device
+        items = torch.randperm(n_items - 1, device=device)[: min(sample_size, n_items - 1)] + 1
         id_part = F.normalize(self.id_embedding(items), dim=1)
         content = torch.stack([self.content_vectors(m)[items] for m in self.modalities]).sum(0)
         content = F.normalize(content, dim=1)
         logits = id_part @ content.T / temperature
-        labels = torch.arange(len(items), device=items.device)
+        labels = torch.arange(len(items), device=device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 

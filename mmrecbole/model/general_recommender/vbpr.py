@@ -53,7 +53,7 @@ class VBPR(GeneralRecommender):
         l2 = (user.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()) / (2 * len(users))
         terms = {"rec": -F.logsigmoid(margin).mean() + self.reg_weight * l2}
         if self.multitask.wants("align"):
-            terms["align"] = self.items.alignment_loss(positives, self.multitask.temperature)
+            terms["align"] = self.items.alignment_loss(self.multitask.temperature)
         if self.multitask.wants("rating"):
             terms["rating"] = self.multitask.rating_loss(interaction, user, pos)
         return self.multitask.combine(terms)

@@ -50,19 +50,21 @@ class MMSequentialRecommender(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         table = self.items()
-        if TARGETS_FIELD in interaction:  # all_positions batch
-            position_targets = interaction[TARGETS_FIELD]
-            present = position_targets > 0
-            state = self.encode_all(interaction[self.ITEM_SEQ], table)[present]
-            targets = position_targets[present]
+        if TARGETS_FIELD in interaction:  # all_positions batch: a target at every position, 0 where padded
             if self.multitask.wants("rating"):
                 raise ConfigError("loss_weights.rating is supported with train_mode: prefix only")
+            targets = interaction[TARGETS_FIELD]
+            logits = self.encode_all(interaction[self.ITEM_SEQ], table) @ table.T
+            # ignore_index instead of boolean selection: no data-dependent shape, so no host sync on CUDA.
+            rec = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+            state = None
         else:
             state = self._state(interaction, table)
             targets = interaction[self.POS_ITEM_ID]
-        terms = {"rec": F.cross_entropy(state @ table.T, targets)}
+            rec = F.cross_entropy(state @ table.T, targets)
+        terms = {"rec": rec}
         if self.multitask.wants("align"):
-            terms["align"] = self.items.alignment_loss(targets, self.multitask.temperature)
+            terms["align"] = self.items.alignment_loss(self.multitask.temperature)
         if self.multitask.wants("rating"):
             terms["rating"] = self.multitask.rating_loss(interaction, state, table[targets])
         return self.multitask.combine(terms)
