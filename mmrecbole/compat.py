@@ -278,9 +278,34 @@ def build_dataloaders(config, dataset):
         from mmrecbole.data.windows import SequenceWindowLoader
 
         train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
-    valid = get_dataloader(config, "valid")(config, valid_set, valid_sampler, shuffle=False)
-    test = get_dataloader(config, "test")(config, test_set, test_sampler, shuffle=False)
+    valid = _bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
+    test = _bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
     return train, valid, test
+
+
+def _bounded(loader_class):
+    """RecBole's FullSortEvalDataLoader counts `eval_batch_size` in scores (users x items) for general models but
+    in rows for sequential ones: a sequential batch then holds eval_batch_size x item_num scores (4096 x 1M items is
+    16 GB; RecBole issue #1866). Ours counts scores for both, so full-ranking memory is bounded by the setting."""
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    if loader_class is not FullSortEvalDataLoader:
+        return loader_class
+    return ScoreBoundedFullSortEvalDataLoader
+
+
+def _score_bounded_loader():
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    class ScoreBoundedFullSortEvalDataLoader(FullSortEvalDataLoader):
+        def _init_batch_size_and_step(self):
+            if not self.is_sequential:
+                return super()._init_batch_size_and_step()
+            rows = max(self.config["eval_batch_size"] // self._dataset.item_num, 1)
+            self.step = rows
+            self.set_batch_size(rows)
+
+    return ScoreBoundedFullSortEvalDataLoader
 
 
 def dataset_of(dataloader):
@@ -558,6 +583,9 @@ def set_seed(seed: int, reproducible: bool) -> None:
     from recbole.utils import init_seed
 
     init_seed(seed, reproducible)
+
+
+ScoreBoundedFullSortEvalDataLoader = _score_bounded_loader()
 
 
 # --------------------------------------------------------------------------------------------------------------
