@@ -126,3 +126,14 @@ def test_spec_file_validation(tmp_path):
         load_spec(str(path))
     path.write_text("dataset: ml-100k\nseeds: 3\nmodels: [BPR, Pop]\n")
     assert load_spec(str(path)).seeds == [2020, 2021, 2022]
+
+
+def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp_path):
+    spec, _, (data_path, files, _) = board
+    monkeypatch.setattr(runner_module, "_run_child", lambda *a: pytest.fail("report_only must not run anything"))
+    wider = _spec(tmp_path, data_path, files)
+    wider.output_dir = spec.output_dir
+    wider.seeds = [1, 2, 3]
+    outcome = run_leaderboard(wider, echo=lambda *_: None, report_only=True)
+    assert len(outcome["runs"]) == 6 and len(outcome["failures"]) == 3
+    assert "VBPR (text+image) seed 3: not run yet" in outcome["report"]["markdown"]

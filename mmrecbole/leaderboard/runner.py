@@ -73,8 +73,11 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     return result, None
 
 
-def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print) -> dict:
-    """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}."""
+def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False) -> dict:
+    """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
+
+    `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
+    is still running in another process)."""
     from mmrecbole.leaderboard.report import write_report
 
     runs = plan(spec)
@@ -85,6 +88,9 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if cached is not None:
             echo(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
+            continue
+        if report_only:
+            failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
             continue
         echo(f"{tag}: running {run.entry.name} ...")
         result, error = _run_child(run, spec, timeout)
