@@ -20,7 +20,11 @@ import scipy.sparse as sp
 import torch
 import yaml
 
-RECBOLE_VERSION_TESTED = "1.2.1"
+# Quirks we live with rather than work around:
+# - a dataset named exactly `ml-100k` is always read from the copy inside the recbole wheel
+#   (configurator.py `_set_default_parameters` overrides data_path for that name); we use it as the bundled dataset;
+# - RecBole's trainer reads every batch's loss with `.item()` (a host sync per step on CUDA); our models' training
+#   steps add none of their own.
 
 # Noise RecBole 1.2.1 prints on every run with our pins, each harmless here:
 # - pandas 2.x FutureWarning on `feat[field].fillna(..., inplace=True)` (dataset.py): still works on pandas 2.3.3,
@@ -135,8 +139,6 @@ def recbole_trainer_class(model_type, model_name: str) -> type:
     return get_trainer(model_type, model_name)
 
 
-def model_type_of(model_class):
-    return model_class.type
 
 
 def is_sequential(config) -> bool:
@@ -169,19 +171,8 @@ def recbole_known_keys() -> frozenset:
     return frozenset(keys | RECBOLE_OPTIONAL_KEYS | {"model", "dataset"})
 
 
-def recbole_config_base():
-    """RecBole's Config class with the hooks our Config overrides (see mmrecbole.config)."""
-    from recbole.config import Config
-
-    return Config
 
 
-def bundled_dataset_path(dataset: str) -> str | None:
-    """RecBole's Config always reads a dataset named exactly `ml-100k` from the copy inside the wheel
-    (configurator.py `_set_default_parameters`), whatever `data_path` says."""
-    if dataset == "ml-100k":
-        return os.path.join(_recbole_dir(), "dataset_example", "ml-100k")
-    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
