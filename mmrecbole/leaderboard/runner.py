@@ -43,7 +43,7 @@ class PlannedRun:
         config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
         self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
         self.hash = config_hash(config)
-        self.path = os.path.join(spec.output_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
+        self.path = os.path.join(spec.cache_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
 
     def cached(self):
         if not os.path.isfile(self.path):
@@ -58,8 +58,8 @@ def plan(spec: LeaderboardSpec) -> list:
 
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
-               "checkpoint_dir": os.path.join(spec.output_dir, "checkpoints"),
-               "log_dir": os.path.join(spec.output_dir, "logs")}
+               "checkpoint_dir": os.path.join(spec.cache_dir, "checkpoints"),
+               "log_dir": os.path.join(spec.cache_dir, "logs")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
                           capture_output=True, text=True, timeout=timeout)
