@@ -23,8 +23,9 @@ from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 
-#: Settings that change how a run is shown or where files go, not what it computes.
-_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker"}
+#: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
+#: (evaluation batching changes no metric: tests/test_protocol.py checks it).
+_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker", "eval_batch_size"}
 
 
 def config_hash(config: Config) -> str:
