@@ -6,10 +6,13 @@
   throughput  seconds per epoch and training targets per second: all_positions fp32 vs CPU bf16 autocast
               (enable_amp) vs RecBole's prefix mode, a few epochs each.
   scale       all_positions epoch time on synthetic data of growing size; growth exponent of time vs interactions.
+  eval        full-ranking test evaluation of one trained model on a large synthetic catalog: RecBole's batching
+              (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
 
 Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--dataset ml-100k]
        .venv/bin/python bench/bench_sequential.py throughput
        .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
+       .venv/bin/python bench/bench_sequential.py eval --items 50000 --sizes 250000
 Each run is a child process (clean RecBole state, own peak memory). Results go to bench/out/sequential-<mode>.json.
 """
 import argparse
@@ -149,9 +152,57 @@ def scale(args, workdir):
     return {"points": points, "exponent": slope, "items": args.items}
 
 
+EVAL_CHILD = r'''
+import json, resource, sys, time
+import torch
+request = json.loads(sys.stdin.read())
+torch.set_num_threads(2)
+from mmrecbole import compat, registry
+from mmrecbole.quick_start import load_run
+loaded = load_run(request["checkpoint"])
+config = loaded.config
+config["eval_batch_size"] = request["eval_batch_size"]
+from recbole.data.dataloader import FullSortEvalDataLoader
+# RecBole's loader counts eval_batch_size in sequences; ours (compat) in scores.
+loader = FullSortEvalDataLoader if request["recbole_batching"] else compat.ScoreBoundedFullSortEvalDataLoader
+test = loader(config, compat.dataset_of(loaded.test), loaded.test._sampler, shuffle=False)
+trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+result = trainer.evaluate(test, load_best_model=False)
+seconds = time.perf_counter() - start
+print("RESULT " + json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                              "peak_before_mb": before, "batches": len(test), "ndcg@10": result["ndcg@10"]}))
+'''
+
+
+def evaluation(args, workdir):
+    data_root = tempfile.mkdtemp(prefix="synth-")
+    name = write_synthetic(data_root, args.sizes[0], args.items)
+    model, extra = VARIANTS["ours-all-positions"]
+    settings = {**BACKBONE, **extra, "seed": 2020, "epochs": 1, "data_path": data_root, "eval_batch_size": 4096}
+    trained = child(model, name, settings, workdir)
+    env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = {}
+    for label, recbole_batching, batch in (("recbole (4096 sequences)", True, 4096),
+                                           ("ours (1,048,576 scores)", False, 1048576),
+                                           ("recbole (4096 sequences) #2", True, 4096),
+                                           ("ours (1,048,576 scores) #2", False, 1048576)):
+        proc = subprocess.run([sys.executable, "-c", EVAL_CHILD], capture_output=True, text=True, cwd=workdir, env=env,
+                              input=json.dumps({"checkpoint": trained["checkpoint"], "eval_batch_size": batch,
+                                                "recbole_batching": recbole_batching}))
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        r = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
+        out[label] = r
+        print(f"{label:28s} {r['seconds']:7.2f} s, {r['batches']} batches, peak {r['peak_mb']:.0f} MB "
+              f"(before evaluation {r['peak_before_mb']:.0f} MB), ndcg@10 {r['ndcg@10']:.4f}", flush=True)
+    return {"items": args.items, "interactions": args.sizes[0], "runs": out}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ttq", "throughput", "scale"])
+    parser.add_argument("mode", choices=["ttq", "throughput", "scale", "eval"])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--max-epochs", type=int, default=100)
@@ -160,7 +211,7 @@ def main():
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        result = {"ttq": ttq, "throughput": throughput, "scale": scale}[args.mode](args, workdir)
+        result = {"ttq": ttq, "throughput": throughput, "scale": scale, "eval": evaluation}[args.mode](args, workdir)
     os.makedirs(os.path.join(PROJECT, "bench", "out"), exist_ok=True)
     with open(os.path.join(PROJECT, "bench", "out", f"sequential-{args.mode}.json"), "w") as f:
         json.dump({"args": vars(args), "result": result}, f, indent=1, default=str)

@@ -61,6 +61,8 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="with several models in --model (A,B,C): run a quick leaderboard over N seeds")
     parser.add_argument("--force", action="store_true", help="leaderboards: re-run runs that are cached")
+    parser.add_argument("--report_only", action="store_true",
+                        help="leaderboards: run nothing, report the cached runs (missing ones are listed)")
     parser.add_argument("--readme", action="store_true",
                         help="leaderboards: also refresh the README's generated leaderboard section")
     parser.add_argument("--no_save", action="store_true",
@@ -153,13 +155,14 @@ def _leaderboard(args, overrides, argv) -> int:
             raise ConfigError("no dataset given: pass --dataset=NAME")
         models = [m.strip() for m in args.model.split(",") if m.strip()]
         spec = quick_spec(models, args.dataset, args.seeds or 1, overrides)
-    outcome = run_leaderboard(spec, force=args.force)
+    outcome = run_leaderboard(spec, force=args.force, report_only=args.report_only)
     report = outcome["report"]
     print()
     print(report["markdown"])
     print("written: " + ", ".join(os.path.relpath(p) for p in report["paths"].values()))
     if args.readme:
-        command = "python run_recbole_mm.py " + " ".join(a for a in argv if a not in ("--readme", "--force"))
+        command = "python run_recbole_mm.py " + " ".join(
+            a for a in argv if a not in ("--readme", "--force", "--report_only"))
         readme = os.path.join(PROJECT_ROOT, "README.md")
         if update_readme(readme, spec.dataset, report["markdown"], command):
             print(f"README.md leaderboard section for {spec.dataset} refreshed")

@@ -20,7 +20,11 @@ import scipy.sparse as sp
 import torch
 import yaml
 
-RECBOLE_VERSION_TESTED = "1.2.1"
+# Quirks we live with rather than work around:
+# - a dataset named exactly `ml-100k` is always read from the copy inside the recbole wheel
+#   (configurator.py `_set_default_parameters` overrides data_path for that name); we use it as the bundled dataset;
+# - RecBole's trainer reads every batch's loss with `.item()` (a host sync per step on CUDA); our models' training
+#   steps add none of their own.
 
 # Noise RecBole 1.2.1 prints on every run with our pins, each harmless here:
 # - pandas 2.x FutureWarning on `feat[field].fillna(..., inplace=True)` (dataset.py): still works on pandas 2.3.3,
@@ -135,8 +139,6 @@ def recbole_trainer_class(model_type, model_name: str) -> type:
     return get_trainer(model_type, model_name)
 
 
-def model_type_of(model_class):
-    return model_class.type
 
 
 def is_sequential(config) -> bool:
@@ -169,19 +171,8 @@ def recbole_known_keys() -> frozenset:
     return frozenset(keys | RECBOLE_OPTIONAL_KEYS | {"model", "dataset"})
 
 
-def recbole_config_base():
-    """RecBole's Config class with the hooks our Config overrides (see mmrecbole.config)."""
-    from recbole.config import Config
-
-    return Config
 
 
-def bundled_dataset_path(dataset: str) -> str | None:
-    """RecBole's Config always reads a dataset named exactly `ml-100k` from the copy inside the wheel
-    (configurator.py `_set_default_parameters`), whatever `data_path` says."""
-    if dataset == "ml-100k":
-        return os.path.join(_recbole_dir(), "dataset_example", "ml-100k")
-    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -278,9 +269,34 @@ def build_dataloaders(config, dataset):
         from mmrecbole.data.windows import SequenceWindowLoader
 
         train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
-    valid = get_dataloader(config, "valid")(config, valid_set, valid_sampler, shuffle=False)
-    test = get_dataloader(config, "test")(config, test_set, test_sampler, shuffle=False)
+    valid = _bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
+    test = _bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
     return train, valid, test
+
+
+def _bounded(loader_class):
+    """RecBole's FullSortEvalDataLoader counts `eval_batch_size` in scores (users x items) for general models but
+    in rows for sequential ones: a sequential batch then holds eval_batch_size x item_num scores (4096 x 1M items is
+    16 GB; RecBole issue #1866). Ours counts scores for both, so full-ranking memory is bounded by the setting."""
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    if loader_class is not FullSortEvalDataLoader:
+        return loader_class
+    return ScoreBoundedFullSortEvalDataLoader
+
+
+def _score_bounded_loader():
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    class ScoreBoundedFullSortEvalDataLoader(FullSortEvalDataLoader):
+        def _init_batch_size_and_step(self):
+            if not self.is_sequential:
+                return super()._init_batch_size_and_step()
+            rows = max(self.config["eval_batch_size"] // self._dataset.item_num, 1)
+            self.step = rows
+            self.set_batch_size(rows)
+
+    return ScoreBoundedFullSortEvalDataLoader
 
 
 def dataset_of(dataloader):
@@ -558,6 +574,9 @@ def set_seed(seed: int, reproducible: bool) -> None:
     from recbole.utils import init_seed
 
     init_seed(seed, reproducible)
+
+
+ScoreBoundedFullSortEvalDataLoader = _score_bounded_loader()
 
 
 # --------------------------------------------------------------------------------------------------------------

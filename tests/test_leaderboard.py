@@ -23,6 +23,7 @@ def _spec(tmp_path, data_path, files, bpr_settings=None):
               "eval_batch_size": 256}
     return LeaderboardSpec(
         dataset="plantedmm", seeds=[1, 2], settings=shared, output_dir=str(tmp_path / "board"),
+        cache_dir=str(tmp_path / "cache"),
         models=[ModelEntry("Pop", "Pop"), ModelEntry("BPR", "BPR", dict(bpr_settings or {})),
                 ModelEntry("VBPR", "VBPR (text+image)")])
 
@@ -56,8 +57,8 @@ def test_files_rows_and_columns(board):
 
 def test_means_and_stds_match_the_run_json(board):
     spec, outcome, _ = board
-    runs = [json.load(open(os.path.join(spec.output_dir, "runs", name)))
-            for name in os.listdir(os.path.join(spec.output_dir, "runs"))]
+    runs = [json.load(open(os.path.join(spec.cache_dir, "runs", name)))
+            for name in os.listdir(os.path.join(spec.cache_dir, "runs"))]
     summaries = outcome["report"]["summaries"]
     for label, summary in summaries.items():
         values = [r["test"]["ndcg@10"] for r in runs if r["label"] == label]
@@ -126,3 +127,14 @@ def test_spec_file_validation(tmp_path):
         load_spec(str(path))
     path.write_text("dataset: ml-100k\nseeds: 3\nmodels: [BPR, Pop]\n")
     assert load_spec(str(path)).seeds == [2020, 2021, 2022]
+
+
+def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp_path):
+    spec, _, (data_path, files, _) = board
+    monkeypatch.setattr(runner_module, "_run_child", lambda *a: pytest.fail("report_only must not run anything"))
+    wider = _spec(tmp_path, data_path, files)
+    wider.cache_dir, wider.seeds = spec.cache_dir, [1, 2, 3]  # another board over the same cache
+    outcome = run_leaderboard(wider, echo=lambda *_: None, report_only=True)
+    assert len(outcome["runs"]) == 6 and len(outcome["failures"]) == 3
+    assert "VBPR (text+image) seed 3: not run yet" in outcome["report"]["markdown"]
+    assert outcome["report"]["paths"]["md"].startswith(str(tmp_path))  # its own report, the shared runs

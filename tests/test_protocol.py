@@ -18,7 +18,7 @@ def test_sequential_full_ranking_masks_seen_items(ring_data_path, mask):
     trainer.tot_item_num = test._dataset.item_num
     model.eval()
     batch = next(iter(test))
-    interaction, scores, _, positive_items = trainer._full_sort_batch_eval(batch)
+    interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
     seen = interaction["item_id_list"]
     seen_scores = torch.gather(scores, 1, seen)[seen > 0]
     if mask:
@@ -26,7 +26,7 @@ def test_sequential_full_ranking_masks_seen_items(ring_data_path, mask):
     else:
         assert torch.isfinite(seen_scores).all()
     # The target is never among the seen items in this data, so it is always rankable.
-    assert torch.isfinite(scores[positive_items[0], positive_items[1]]).all()
+    assert torch.isfinite(scores[positive_u, positive_i]).all()
 
 
 def test_reported_valid_metrics_are_from_the_best_validation_epoch(ring_data_path):
@@ -46,3 +46,15 @@ def test_per_user_test_metrics_average_to_the_reported_ones(ring_data_path):
     assert len(per_user["user_id"]) == len(set(per_user["user_id"])) == 80
     for name, value in result["test"].items():
         assert np.mean(per_user[name]) == pytest.approx(value, abs=1e-4)
+
+
+def test_sequential_full_ranking_batches_are_bounded_in_scores_and_change_no_metric(ring_data_path):
+    settings = {**FAST, "data_path": ring_data_path, "hidden_size": 16, "inner_size": 16, "n_layers": 1,
+                "epochs": 2}
+    small = Config("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 7})  # 41 items incl. pad
+    _, _, _, test, _ = build(small)
+    batches = list(test)
+    assert max(len(b[0]) for b in batches) == 7 and len(batches) == 12  # 80 users, 7 per batch
+    chunked = run("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 7}, console_log=False)
+    whole = run("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 1000}, console_log=False)
+    assert chunked["test"] == whole["test"] and chunked["valid"] == whole["valid"]

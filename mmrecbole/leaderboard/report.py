@@ -165,7 +165,7 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         f"Commit {env['commit']}; machine: {env['machine']}.",
     ]
     if failures:
-        lines += ["", "Failed runs (not in the tables):"] + [f"- {f}" for f in failures]
+        lines += ["", "Runs not in the tables (failed or not run yet):"] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
 
 

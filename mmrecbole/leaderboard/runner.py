@@ -23,8 +23,9 @@ from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 
-#: Settings that change how a run is shown or where files go, not what it computes.
-_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker"}
+#: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
+#: (evaluation batching changes no metric: tests/test_protocol.py checks it).
+_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker", "eval_batch_size"}
 
 
 def config_hash(config: Config) -> str:
@@ -43,7 +44,7 @@ class PlannedRun:
         config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
         self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
         self.hash = config_hash(config)
-        self.path = os.path.join(spec.output_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
+        self.path = os.path.join(spec.cache_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
 
     def cached(self):
         if not os.path.isfile(self.path):
@@ -58,8 +59,8 @@ def plan(spec: LeaderboardSpec) -> list:
 
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
-               "checkpoint_dir": os.path.join(spec.output_dir, "checkpoints"),
-               "log_dir": os.path.join(spec.output_dir, "logs")}
+               "checkpoint_dir": os.path.join(spec.cache_dir, "checkpoints"),
+               "log_dir": os.path.join(spec.cache_dir, "logs")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
                           capture_output=True, text=True, timeout=timeout)
@@ -73,8 +74,11 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     return result, None
 
 
-def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print) -> dict:
-    """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}."""
+def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False) -> dict:
+    """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
+
+    `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
+    is still running in another process)."""
     from mmrecbole.leaderboard.report import write_report
 
     runs = plan(spec)
@@ -85,6 +89,9 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if cached is not None:
             echo(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
+            continue
+        if report_only:
+            failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
             continue
         echo(f"{tag}: running {run.entry.name} ...")
         result, error = _run_child(run, spec, timeout)

@@ -10,6 +10,9 @@
         settings: {modalities: [text]}
     significance_metric: ndcg@10       # per-user test metric of the paired tests
     plot_metrics: [ndcg@10, recall@20]
+    output_dir: leaderboards/<name>    # reports; default leaderboards/<dataset>
+    cache_dir: leaderboards/<dataset>  # runs/, checkpoints/, logs/: shared by every leaderboard of the dataset, so
+                                       # a row with the same label, settings and seed is reused across files
 
 Every row runs under the same protocol: the leaderboard adds its metrics (accuracy + beyond-accuracy) to every
 model's settings and refuses per-model changes to the split, candidates or metrics.
@@ -29,7 +32,8 @@ LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniInde
 #: Keys a single row may not change: they define the protocol shared by all rows.
 PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_items", "repeatable", "load_col",
                  "cold_start_item_ratio", "data_path", "benchmark_filename")
-_TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir"}
+_TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
+             "cache_dir"}
 
 
 @dataclass
@@ -48,13 +52,14 @@ class LeaderboardSpec:
     significance_metric: str = "ndcg@10"
     plot_metrics: list = field(default_factory=lambda: ["ndcg@10", "recall@20"])
     output_dir: str = ""
+    cache_dir: str = ""
     source: str = "command line"
 
     def __post_init__(self):
-        if not self.output_dir:
-            self.output_dir = os.path.join(PROJECT_ROOT, "leaderboards", self.dataset)
-        elif not os.path.isabs(self.output_dir):
-            self.output_dir = os.path.join(PROJECT_ROOT, self.output_dir)  # as written in a leaderboard file
+        default = os.path.join(PROJECT_ROOT, "leaderboards", self.dataset)
+        # Relative paths as written in a leaderboard file: from the project root.
+        self.output_dir = os.path.join(PROJECT_ROOT, self.output_dir) if self.output_dir else default
+        self.cache_dir = os.path.join(PROJECT_ROOT, self.cache_dir) if self.cache_dir else default
 
     def row_settings(self, entry: ModelEntry, seed: int) -> dict:
         """The config_dict of one run: shared settings, the row's own, the seed, and the leaderboard metrics."""
@@ -125,6 +130,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         significance_metric=str(data.get("significance_metric", "ndcg@10")).lower(),
         plot_metrics=[str(m).lower() for m in data.get("plot_metrics", ["ndcg@10", "recall@20"])],
         output_dir=str(data.get("output_dir") or ""),
+        cache_dir=str(data.get("cache_dir") or ""),
         source=path,
     )
     return validate(spec)
