@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
@@ -40,9 +41,14 @@ class PlannedRun:
     def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, seed: int):
         self.entry, self.seed = entry, seed
         self.settings = spec.row_settings(entry, seed)
-        config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
-        self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
-        self.hash = config_hash(config)
+        pipeline = registry.get_pipeline(entry.name)
+        if pipeline is not None:  # e.g. LGBMStacker: checks and hashes its own settings (and its base models')
+            planned = pipeline.plan(spec.dataset, self.settings)
+            self.uses_content, self.hash = planned.uses_content, planned.config_hash
+        else:
+            config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
+            self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
+            self.hash = config_hash(config)
         self.path = os.path.join(spec.output_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
 
     def cached(self):
