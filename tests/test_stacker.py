@@ -10,7 +10,7 @@ import pytest
 
 from mmrecbole import PROJECT_ROOT, registry
 from mmrecbole.config import Config
-from mmrecbole.ensemble import base_models, candidates, phases, pipeline
+from mmrecbole.ensemble import base_models, candidates, evaluation, phases, pipeline
 from mmrecbole.ensemble.settings import resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
 from mmrecbole.errors import CheckpointError, ConfigError
@@ -94,6 +94,47 @@ def test_load_refuses_an_interrupted_or_mixed_save(tmp_path):
         LGBMStacker.load(folder)
 
 
+# -- candidates and ranked lists on hand-made scores ------------------------------------------------------------------
+class FixedScorer:
+    """A base model stand-in that streams given score rows (users in two batches)."""
+
+    def __init__(self, label, users, scores):
+        self.label, self.users, self.scores = label, np.asarray(users), np.asarray(scores, dtype=np.float32)
+
+    def batches(self, phase_name):
+        import torch
+
+        for rows in (slice(0, 1), slice(1, None)):
+            yield self.users[rows], torch.from_numpy(self.scores[rows])
+
+
+def test_pool_is_the_union_of_top_n_with_scores_ranks_and_sentinels():
+    ninf = -np.inf
+    phase = phases.Phase("valid", np.array([3, 7]), [np.array([2]), np.array([9])], [np.array([1]), np.array([])],
+                         None)
+    a = FixedScorer("A", [3, 7], [[ninf, ninf, 5, 4, 1, 0], [ninf, 3, 2, 1, 0, ninf]])
+    b = FixedScorer("B", [7, 3], [[ninf, 0, 0, 1, 2, 3], [ninf, ninf, 0, 1, 2, 3]])  # another user order
+    proposals = {s.label: candidates.top_n(s, phase, 2) for s in (a, b)}
+    assert proposals["A"].tolist() == [[2, 3], [1, 2]] and proposals["B"].tolist() == [[5, 4], [5, 4]]
+    pool = candidates.pool_candidates(phase, proposals)
+    assert pool.group_sizes.tolist() == [4, 4]
+    assert pool.items.tolist() == [2, 5, 3, 4, 1, 5, 2, 4]  # by best position any model gave, then item id
+    assert pool.proposed[:, 0].tolist() == [1, 0, 1, 0, 1, 0, 1, 0]
+    assert pool.proposed[:, 1].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
+    scores, ranks, masked = candidates.scores_at_candidates(b, pool, n_items=6)
+    assert scores.tolist() == [0, 3, 1, 2, 0, 3, 0, 2] and not masked.any()
+    assert ranks.tolist() == [4, 1, 3, 2, 4, 1, 4, 2]  # 1 + items scored strictly higher: ties share a rank
+    scores, ranks, masked = candidates.scores_at_candidates(a, pool, n_items=6)
+    # User 7 has seen item 5 by A's masking: score NaN, rank = n_items (the sentinels), and the row is dropped.
+    assert np.isnan(scores[5]) and ranks.tolist() == [1, 4, 2, 3, 1, 6, 2, 4]
+    assert masked.tolist() == [False] * 5 + [True, False, False]
+    kept = pool.keep(~masked)
+    assert kept.group_sizes.tolist() == [4, 3] and kept.items.tolist() == [2, 5, 3, 4, 1, 2, 4]
+    assert pool.recall() == 0.5 and pool.relevance().tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    ranked = evaluation.ranked_lists(kept, np.array([0, 9, 1, 1, 5, 5, 7]), k=5)
+    assert ranked.tolist() == [[5, 3, 4, 2, 0], [4, 1, 2, 0, 0]]  # ties keep pool order; short lists padded
+
+
 # -- the pipeline on planted data ---------------------------------------------------------------------------------
 def stacker_settings(data_path, files, work):
     return {**FAST, "topk": [5, 10], "metrics": ["Recall", "NDCG", "Hit", "ItemCoverage", "AveragePopularity"],
@@ -104,6 +145,12 @@ def stacker_settings(data_path, files, work):
                              "settings": {"modalities": [], "train_mode": "all_positions", "hidden_size": 16,
                                           "inner_size": 32, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 5}}],
             "lgbm_params": QUICK_LGBM, "early_stopping_rounds": 10}
+
+
+def _settings_of(result):
+    """The settings the fixture's run used (its stacker folder records them)."""
+    meta = LGBMStacker.load(result["checkpoint"]).meta["extra"]
+    return {**meta["shared_settings"], **meta["settings"]}
 
 
 class TrainingSpy:
@@ -173,6 +220,20 @@ def test_pipeline_returns_a_leaderboard_row_with_finite_metrics(planted, first_r
     saved = LGBMStacker.load(result["checkpoint"])
     assert saved.feature_names == list(spy.fitted_frames[0].names)
     assert [b["label"] for b in saved.meta["extra"]["base_models"]] == ["ImplicitALS", "SASRec (ID only)"]
+
+
+def test_ranking_by_one_base_models_scores_reproduces_its_own_recbole_metrics(first_run):
+    # Same metric path as every other row: ranking the pool by ALS's own score must give ALS's own test metrics
+    # (its top-10 is in the pool, and k <= candidates_per_model), as RecBole's trainer computed them.
+    result, spy = first_run
+    test_frame = spy.frames[-1]
+    assert test_frame.pool.phase.name == "test"
+    reference = phases.load_reference(resolve("plantedmm", config_dict=_settings_of(result)).protocol)
+    protocol = resolve("plantedmm", config_dict=_settings_of(result)).protocol
+    metrics, _ = evaluation.evaluate_rankings(protocol, test_frame.pool, test_frame.column("ImplicitALS_score"),
+                                              reference)
+    als = next(b for b in result["base_models"] if b["label"] == "ImplicitALS")
+    assert metrics == pytest.approx(als["test"], abs=1e-4)
 
 
 def test_second_run_reuses_the_base_models(planted, first_run, monkeypatch):
