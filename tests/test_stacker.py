@@ -348,6 +348,26 @@ def test_registry_lists_the_pipeline_and_the_leaderboard_plans_it(ring_data_path
         plan(bad)
 
 
+def test_a_stacker_row_reuses_the_leaderboards_model_rows(ring_data_path, tmp_path):
+    from mmrecbole.leaderboard import LeaderboardSpec, ModelEntry, run_leaderboard
+
+    als = {"factors": 8, "iterations": 5}
+    spec = LeaderboardSpec(
+        dataset="planted", seeds=[1], output_dir=str(tmp_path / "board"),
+        settings={"data_path": ring_data_path, "topk": [5], "valid_metric": "NDCG@5"},
+        models=[ModelEntry("ImplicitALS", "ALS", als), ModelEntry("Pop", "Pop"),
+                ModelEntry("LGBMStacker", "stacker", {
+                    "candidates_per_model": 10, "content_modalities": [], "lgbm_params": QUICK_LGBM,
+                    "base_models": [{"name": "ImplicitALS", "settings": als}, "Pop"]})])
+    outcome = run_leaderboard(spec, echo=lambda *_: None)
+    assert not outcome["failures"]
+    rows = {r["label"]: r for r in outcome["runs"]}
+    stacked = rows["stacker"]["base_models"]
+    assert [b["reused"] for b in stacked] == [True, True]  # the rows' own checkpoints, not retrained
+    assert [b["checkpoint"] for b in stacked] == [rows["ALS"]["checkpoint"], rows["Pop"]["checkpoint"]]
+    assert rows["stacker"]["uses_content"] is False and "| stacker" in outcome["report"]["markdown"]
+
+
 def test_cli_bad_stacker_key_exits_2_with_one_line(ring_data_path):
     proc = subprocess.run([sys.executable, os.path.join(PROJECT_ROOT, "run_recbole_mm.py"), "--model=LGBMStacker",
                            "--dataset=planted", f"--data_path={ring_data_path}", "--early_stoping_rounds=5"],

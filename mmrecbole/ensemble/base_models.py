@@ -78,11 +78,20 @@ def ensure_base_run(spec, dataset: str, seed: int, checkpoint_dir: str, show_pro
     checkpoint = os.path.abspath(entry_path[: -len(".json")] + ".pth")
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
     os.replace(result["checkpoint"], checkpoint)
-    kept = {k: result.get(k) for k in _RESULT_KEYS}
-    entry = {"model": spec.name, "label": spec.label, "config_hash": spec.config_hash, "dataset": dataset,
-             "seed": seed, "checkpoint": checkpoint, "result": kept}
-    write_text_atomically(entry_path, json.dumps(entry, indent=1))
+    kept = record_base_run(checkpoint_dir, spec.name, spec.label, spec.config_hash, dataset, seed, checkpoint, result)
     return BaseRun(spec.label, spec.name, spec.config_hash, checkpoint, kept, reused=False)
+
+
+def record_base_run(checkpoint_dir, name, label, config_hash, dataset, seed, checkpoint, result) -> dict:
+    """Write the cache entry of a trained model run (quick_start.run's result; `checkpoint` absolute) and return
+    the part of the result it keeps. The leaderboard runner records its model rows here too, so a stacker row of
+    the same leaderboard reuses them instead of training its base models again."""
+    kept = {k: result.get(k) for k in _RESULT_KEYS}
+    entry = {"model": name, "label": label, "config_hash": config_hash, "dataset": dataset, "seed": seed,
+             "checkpoint": checkpoint, "result": kept}
+    write_text_atomically(cache_entry_path(checkpoint_dir, name, config_hash, dataset, seed),
+                          json.dumps(entry, indent=1))
+    return kept
 
 
 def load_base_model(run: BaseRun, dataset: str):

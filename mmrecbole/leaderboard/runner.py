@@ -62,9 +62,13 @@ def plan(spec: LeaderboardSpec) -> list:
     return [PlannedRun(spec, entry, seed) for entry in spec.models for seed in spec.seeds]
 
 
+def _checkpoint_dir(spec: LeaderboardSpec) -> str:
+    return os.path.join(spec.output_dir, "checkpoints")
+
+
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
-               "checkpoint_dir": os.path.join(spec.output_dir, "checkpoints"),
+               "checkpoint_dir": _checkpoint_dir(spec),
                "log_dir": os.path.join(spec.output_dir, "logs")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
@@ -79,6 +83,20 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     return result, None
 
 
+def _offer_to_stacker(run: PlannedRun, spec: LeaderboardSpec, record: dict) -> None:
+    """Record a model row's checkpoint in the stacker's base-model cache (same key: model, config hash, dataset,
+    seed), so that an LGBMStacker row of this leaderboard reuses it instead of training that model again."""
+    checkpoint = record.get("checkpoint")
+    if registry.get_pipeline(run.entry.name) is not None or not checkpoint or not os.path.isfile(checkpoint):
+        return
+    from mmrecbole.ensemble.base_models import cache_entry_path, record_base_run
+
+    folder = _checkpoint_dir(spec)
+    if not os.path.isfile(cache_entry_path(folder, run.entry.name, run.hash, spec.dataset, run.seed)):
+        record_base_run(folder, run.entry.name, run.entry.label, run.hash, spec.dataset, run.seed,
+                        os.path.abspath(checkpoint), record)
+
+
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print) -> dict:
     """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}."""
     from mmrecbole.leaderboard.report import write_report
@@ -91,6 +109,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if cached is not None:
             echo(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
+            _offer_to_stacker(run, spec, cached)
             continue
         echo(f"{tag}: running {run.entry.name} ...")
         result, error = _run_child(run, spec, timeout)
@@ -103,6 +122,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
                   **result}
         write_text_atomically(run.path, json.dumps(record, indent=1))
         records.append(record)
+        _offer_to_stacker(run, spec, record)
         test = record["test"]
         echo(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
              f"(train {record['train_seconds']:.0f} s)")
