@@ -108,20 +108,24 @@ def _format_table(result: dict) -> str:
 
 def _report_run(result: dict) -> str:
     head = f"{result['model']} on {result['dataset']} (seed {result['seed']})"
+    unit = result.get("progress_unit", "epochs")  # pipelines count other steps (e.g. LightGBM's boosting rounds)
     if result.get("fitted_once"):
         stop = "fitted in one pass (no epochs)"
     elif result["stopped_early"]:
-        stop = f"early-stopped after {result['epochs_run']} epochs on valid {result['valid_metric']}"
+        stop = f"early-stopped after {result['epochs_run']} {unit} on valid {result['valid_metric']}"
+    elif unit != "epochs":
+        stop = f"ran all {result['epochs_budget']} {unit}"
     else:
         stop = (f"stopped at the epoch budget (epochs={result['epochs_budget']}): a quick-start budget, not "
                 f"converged; raise --epochs for full training")
     lines = [
         "",
-        f"== {head}: {stop}" if result.get("fitted_once") else f"== {head}: best epoch {result['best_epoch']}, {stop}",
+        f"== {head}: {stop}" if result.get("fitted_once") else f"== {head}: best {unit.rstrip('s')} {result['best_epoch']}, {stop}",
         f"   train {result['train_seconds']:.1f} s, test evaluation {result['test_seconds']:.1f} s, "
         f"{result['n_parameters']:,} trainable parameters",
         _format_table(result),
     ]
+    lines.extend(result.get("notes") or [])  # what a pipeline adds (e.g. the stacker's candidate recall)
     if result["checkpoint"]:
         lines.append(f"checkpoint: {os.path.relpath(result['checkpoint'])}")
     lines.append(f"log:        {os.path.relpath(result['log_file'])}")

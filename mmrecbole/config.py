@@ -58,11 +58,16 @@ def our_property_files(model: str, dataset: str) -> list[str]:
 
 @lru_cache(maxsize=None)
 def our_known_keys() -> frozenset:
+    """Keys of properties/overall.yaml, model/*.yaml and dataset/*.yaml, except the property files of pipelines
+    (registry.PIPELINES, e.g. model/LGBMStacker.yaml): a pipeline reads and checks its own settings, and its keys
+    mean nothing to a model's Config."""
+    from mmrecbole.registry import PIPELINES
+
     keys = set(read_yaml_file(os.path.join(PROPERTIES_DIR, "overall.yaml")))
     for sub in _PROPERTY_SUBDIRS:
         folder = os.path.join(PROPERTIES_DIR, sub)
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith(".yaml"):
+            if name.endswith(".yaml") and not (sub == "model" and name[: -len(".yaml")] in PIPELINES):
                 keys.update(read_yaml_file(os.path.join(folder, name)))
     return frozenset(keys)
 

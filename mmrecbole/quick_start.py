@@ -39,7 +39,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     training started)], seconds_to_best (training time until the best validation epoch), train_seconds,
     test_seconds, n_parameters, checkpoint, log_file, test_per_user ({"user_id": [...], "ndcg@10": [...], ...}:
     the test top-k metrics per evaluated user, for paired significance tests).
+
+    A pipeline name (registry.PIPELINES, e.g. LGBMStacker) runs that pipeline instead; it returns the same keys.
     """
+    pipeline = registry.get_pipeline(model)
+    if pipeline is not None:
+        return pipeline.run(dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_dict=cmd_dict,
+                            saved=saved, show_progress=show_progress, log_dir=log_dir, console_log=console_log,
+                            cmd_text=cmd_text)
     config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text)
     registry.ensure_dataset(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)

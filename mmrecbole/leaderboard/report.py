@@ -191,7 +191,10 @@ def plot(spec, summaries, baseline, path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(summaries)
-    metrics = [m for m in spec.plot_metrics if m in next(iter(summaries.values()))["test"]]
+    available = next(iter(summaries.values()))["test"]
+    metrics = [m for m in spec.plot_metrics if m in available]
+    if not metrics:  # e.g. topk [5] while plot_metrics names @10: plot what the runs measured instead
+        metrics = [m for m in (spec.significance_metric,) if m in available] or list(available)[:1]
     height = max(2.5, 0.45 * len(labels) + 1.4)
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), height), squeeze=False)
     colours = ["#d62728" if label == baseline else "#1f77b4" if summaries[label]["uses_content"] else "#7f7f7f"

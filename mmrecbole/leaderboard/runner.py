@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
@@ -41,9 +42,14 @@ class PlannedRun:
     def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, seed: int):
         self.entry, self.seed = entry, seed
         self.settings = spec.row_settings(entry, seed)
-        config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
-        self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
-        self.hash = config_hash(config)
+        pipeline = registry.get_pipeline(entry.name)
+        if pipeline is not None:  # e.g. LGBMStacker: checks and hashes its own settings (and its base models')
+            planned = pipeline.plan(spec.dataset, self.settings)
+            self.uses_content, self.hash = planned.uses_content, planned.config_hash
+        else:
+            config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
+            self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
+            self.hash = config_hash(config)
         self.path = os.path.join(spec.cache_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
 
     def cached(self):
@@ -57,9 +63,13 @@ def plan(spec: LeaderboardSpec) -> list:
     return [PlannedRun(spec, entry, seed) for entry in spec.models for seed in spec.seeds]
 
 
+def _checkpoint_dir(spec: LeaderboardSpec) -> str:
+    return os.path.join(spec.cache_dir, "checkpoints")
+
+
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
-               "checkpoint_dir": os.path.join(spec.cache_dir, "checkpoints"),
+               "checkpoint_dir": _checkpoint_dir(spec),
                "log_dir": os.path.join(spec.cache_dir, "logs")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
@@ -72,6 +82,20 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     result = json.loads(lines[-1][len("RESULT "):])
     result["wall_seconds"] = wall
     return result, None
+
+
+def _offer_to_stacker(run: PlannedRun, spec: LeaderboardSpec, record: dict) -> None:
+    """Record a model row's checkpoint in the stacker's base-model cache (same key: model, config hash, dataset,
+    seed), so that an LGBMStacker row of this leaderboard reuses it instead of training that model again."""
+    checkpoint = record.get("checkpoint")
+    if registry.get_pipeline(run.entry.name) is not None or not checkpoint or not os.path.isfile(checkpoint):
+        return
+    from mmrecbole.ensemble.base_models import cache_entry_path, record_base_run
+
+    folder = _checkpoint_dir(spec)
+    if not os.path.isfile(cache_entry_path(folder, run.entry.name, run.hash, spec.dataset, run.seed)):
+        record_base_run(folder, run.entry.name, run.entry.label, run.hash, spec.dataset, run.seed,
+                        os.path.abspath(checkpoint), record)
 
 
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False) -> dict:
@@ -89,6 +113,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if cached is not None:
             echo(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
+            _offer_to_stacker(run, spec, cached)
             continue
         if report_only:
             failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
@@ -104,6 +129,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
                   **result}
         write_text_atomically(run.path, json.dumps(record, indent=1))
         records.append(record)
+        _offer_to_stacker(run, spec, record)
         test = record["test"]
         echo(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
              f"(train {record['train_seconds']:.0f} s)")
