@@ -353,7 +353,7 @@ def test_a_stacker_row_reuses_the_leaderboards_model_rows(ring_data_path, tmp_pa
 
     als = {"factors": 8, "iterations": 5}
     spec = LeaderboardSpec(
-        dataset="planted", seeds=[1], output_dir=str(tmp_path / "board"),
+        dataset="planted", seeds=[1], output_dir=str(tmp_path / "board"), cache_dir=str(tmp_path / "cache"),
         settings={"data_path": ring_data_path, "topk": [5], "valid_metric": "NDCG@5"},
         models=[ModelEntry("ImplicitALS", "ALS", als), ModelEntry("Pop", "Pop"),
                 ModelEntry("LGBMStacker", "stacker", {
