@@ -184,10 +184,9 @@ def evaluation(args, workdir):
     trained = child(model, name, settings, workdir)
     env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = {}
-    for label, recbole_batching, batch in (("recbole (4096 sequences)", True, 4096),
-                                           ("ours (1,048,576 scores)", False, 1048576),
-                                           ("recbole (4096 sequences) #2", True, 4096),
-                                           ("ours (1,048,576 scores) #2", False, 1048576)):
+    variants = (("recbole (4096 sequences)", True, 4096), ("ours (1,048,576 scores)", False, 1048576),
+                ("ours (8,388,608 scores)", False, 8388608))
+    for label, recbole_batching, batch in variants + tuple((f"{v[0]} #2",) + v[1:] for v in variants):
         proc = subprocess.run([sys.executable, "-c", EVAL_CHILD], capture_output=True, text=True, cwd=workdir, env=env,
                               input=json.dumps({"checkpoint": trained["checkpoint"], "eval_batch_size": batch,
                                                 "recbole_batching": recbole_batching}))

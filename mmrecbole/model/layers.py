@@ -200,6 +200,30 @@ class ItemContentEncoder(nn.Module):
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
+class WarmNegatives(nn.Module):
+    """Cold-start mode (`cold_start_item_ratio` > 0): RecBole's sampler draws BPR negatives from the whole catalogue,
+    held-out items included. Trained only as negatives, their content vectors and biases would be pushed below every
+    item (a linear adapter separates a few hundred items easily) and a content model could not rank them at test time.
+    Such negatives are redrawn uniformly among the training catalogue, on the device (no host sync); a redraw may hit
+    one of the user's positives, as uniform sampling without the sampler's exclusion list does. Identity otherwise."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        is_cold = torch.zeros(dataset.item_num, dtype=torch.bool)
+        cold = getattr(dataset, "cold_items", None)
+        if cold is not None:
+            is_cold[cold] = True
+        self.active = bool(is_cold.any())
+        self.register_buffer("is_cold", is_cold, persistent=False)
+        self.register_buffer("warm", (~is_cold).nonzero().squeeze(1)[1:], persistent=False)  # [1:]: not padding
+
+    def forward(self, negatives):
+        if not self.active:
+            return negatives
+        redrawn = self.warm[torch.randint(len(self.warm), negatives.shape, device=negatives.device)]
+        return torch.where(self.is_cold[negatives], redrawn, negatives)
+
+
 def _items_in(dataset):
     """1.0 for items that occur in this (training) dataset, as target or in an input sequence."""
     seen = torch.zeros(dataset.item_num)

@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from mmrecbole.errors import ConfigError
-from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, _items_in
+from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives, _items_in
 
 
 def knn_graph(features, present, k, chunk=1024):
@@ -62,6 +62,7 @@ class FREEDOM(GeneralRecommender):
         self.register_buffer("seen_in_training", _items_in(dataset), persistent=False)
         # Projections of the raw features for the auxiliary BPR terms (FREEDOM's text_trs / image_trs).
         self.items = ItemContentEncoder(config, dataset, dim, fusion="sum", use_id=False)
+        self.warm_negatives = WarmNegatives(dataset)
         self.multitask = MultiTaskLoss(config, dim)
         self.loss_names = self.multitask.names
 
@@ -142,7 +143,7 @@ class FREEDOM(GeneralRecommender):
 
     def calculate_loss(self, interaction):
         users = interaction[self.USER_ID]
-        positives, negatives = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        positives, negatives = interaction[self.ITEM_ID], self.warm_negatives(interaction[self.NEG_ITEM_ID])
         if self.train_graph is None:
             self.pre_epoch(0)
         user_table, item_table = self.propagate(self.train_graph)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss
+from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives
 
 
 class VBPR(GeneralRecommender):
@@ -21,6 +21,7 @@ class VBPR(GeneralRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.items = ItemContentEncoder(config, dataset, config["embedding_size"])
+        self.warm_negatives = WarmNegatives(dataset)
         dim = self.items.out_dim
         self.user_embedding = nn.Embedding(self.n_users, dim)
         self.item_bias = nn.Embedding(self.n_items, 1)
@@ -45,7 +46,7 @@ class VBPR(GeneralRecommender):
 
     def calculate_loss(self, interaction):
         users = interaction[self.USER_ID]
-        positives, negatives = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        positives, negatives = interaction[self.ITEM_ID], self.warm_negatives(interaction[self.NEG_ITEM_ID])
         vectors, bias = self.item_table()
         user = self.user_embedding(users)
         pos, neg = vectors[positives], vectors[negatives]
