@@ -164,6 +164,19 @@ def test_modality_dropout_only_in_training(planted_mm):
     assert not torch.equal(encoder(), encoder())
 
 
+def test_id_dropout_hides_id_embeddings_only_in_training(planted_mm):
+    encoder, _ = _encoder(planted_mm, id_dropout=0.5)
+    seen = encoder.seen_in_training.bool()
+    encoder.eval()
+    assert (encoder.id_vectors()[seen].abs().sum(1) > 0).all()
+    encoder.train()
+    torch.manual_seed(0)
+    hidden = (encoder.id_vectors()[seen].abs().sum(1) == 0).float().mean().item()
+    assert 0.35 < hidden < 0.65, hidden
+    with pytest.raises(ConfigError, match="id_dropout"):
+        _encoder(planted_mm, id_dropout=1.0)
+
+
 @pytest.mark.parametrize("fusion", ["sum", "concat", "gate", "concat_raw"])
 @pytest.mark.parametrize("adapter", ["linear", "mlp", "whitening"])
 def test_every_fusion_and_adapter_builds_item_vectors(planted_mm, fusion, adapter):

@@ -126,6 +126,9 @@ class ItemContentEncoder(nn.Module):
         adapter = _choice(config, "adapter", ADAPTERS)
         adapter_dropout = _probability(config, "adapter_dropout")
         self.modality_dropout = _probability(config, "modality_dropout")
+        # DropoutNet's idea (Volkovs et al. 2017): hide some items' ID embeddings in training so that the model also
+        # learns to score items from content alone, the only thing it has for items that arrive after training.
+        self.id_dropout = _probability(config, "id_dropout") if self.use_id else 0.0
         feature_norm = _choice(config, "feature_norm", FEATURE_NORMS)
         n_items = dataset.item_num
 
@@ -154,8 +157,12 @@ class ItemContentEncoder(nn.Module):
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def id_vectors(self):
-        """ID embeddings, zero for items unseen in training (and for padding)."""
-        return self.id_embedding.weight * self.seen_in_training.unsqueeze(1)
+        """ID embeddings, zero for items unseen in training (and for padding) and, in training, for an `id_dropout`
+        share of the items."""
+        keep = self.seen_in_training
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
+        return self.id_embedding.weight * keep.unsqueeze(1)
 
     def content_vectors(self, modality):
         features = getattr(self, f"features_{modality}")
