@@ -138,3 +138,20 @@ def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp
     assert len(outcome["runs"]) == 6 and len(outcome["failures"]) == 3
     assert "VBPR (text+image) seed 3: not run yet" in outcome["report"]["markdown"]
     assert outcome["report"]["paths"]["md"].startswith(str(tmp_path))  # its own report, the shared runs
+
+
+def test_a_baseline_at_zero_gets_a_difference_instead_of_a_percentage():
+    # Cold-start boards: ID-only baselines score 0 on held-out items, where a relative change is undefined.
+    from mmrecbole.leaderboard import report, stats
+
+    def fake_run(value):
+        return {"test": {"recall@20": value}, "uses_content": value > 0, "best_valid_score": 0.1}
+
+    summaries = {"ID only": stats.summarize([fake_run(0.0), fake_run(0.0)]),
+                 "content": stats.summarize([fake_run(0.04), fake_run(0.06)])}
+    spec = LeaderboardSpec(dataset="plantedmm", seeds=[1, 2], models=[ModelEntry("Pop", "ID only")],
+                           significance_metric="recall@20")
+    tests = {"content": {"p_users_t": 0.01, "p_users_wilcoxon": 0.02, "p_seeds_t": 0.03}}
+    text = report.markdown(spec, summaries, tests, "ID only", report.environment(), [])
+    row = next(line for line in text.splitlines() if line.startswith("| content"))
+    assert "+0.0500" in row and "nan" not in row

@@ -117,9 +117,10 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         row += [_fmt(*s["test"][m]) for m in accuracy]
         if baseline and label != baseline and sig in s["test"]:
             base = summaries[baseline]["test"][sig][0]
-            delta = (s["test"][sig][0] - base) / base * 100 if base else float("nan")
+            # A baseline at 0 (e.g. ID-only models on cold-start items) has no relative change: give the difference.
+            delta = f"{(s['test'][sig][0] - base) / base * 100:+.1f}%" if base else f"{s['test'][sig][0] - base:+.4f}"
             t = tests[label]
-            row += [f"{delta:+.1f}%", f"{_p(t['p_users_t'])} / {_p(t['p_users_wilcoxon'])}", _p(t["p_seeds_t"])]
+            row += [delta, f"{_p(t['p_users_t'])} / {_p(t['p_users_wilcoxon'])}", _p(t["p_seeds_t"])]
         else:
             row += ["–", "–", "–"]
         rows.append(row)
