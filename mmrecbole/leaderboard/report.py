@@ -216,7 +216,9 @@ def plot(spec, summaries, baseline, path) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#1f77b4", "#7f7f7f", "#d62728")]
     figure.legend(handles, ["reads item text/images", "CF baseline", "best CF baseline (by validation)"],
                   loc="lower center", ncol=3, fontsize=8, frameon=False)
-    figure.suptitle(f"{spec.dataset}: leave-one-out, full ranking, seen items masked", fontsize=10)
+    cold = float(spec.settings.get("cold_start_item_ratio") or 0.0)
+    scope = f"; test on cold-start items ({cold:.0%} held out of training)" if cold else ""
+    figure.suptitle(f"{spec.dataset}: leave-one-out, full ranking, seen items masked{scope}", fontsize=10)
     figure.tight_layout(rect=(0, 0.08, 1, 0.95))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=130)
