@@ -5,12 +5,15 @@
               training seconds until the best validation NDCG@10, and the test NDCG@10 reached there.
   throughput  seconds per epoch and training targets per second: all_positions fp32 vs CPU bf16 autocast
               (enable_amp) vs RecBole's prefix mode, a few epochs each.
+  options     all_positions options one at a time (length bucketing off, torch.compile, CPU bf16, compile + bf16)
+              vs the default: steady-state seconds per epoch, first epoch (compilation), test NDCG@10.
   scale       all_positions epoch time on synthetic data of growing size; growth exponent of time vs interactions.
   eval        full-ranking test evaluation of one trained model on a large synthetic catalog: RecBole's batching
               (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
 
 Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--dataset ml-100k]
        .venv/bin/python bench/bench_sequential.py throughput
+       .venv/bin/python bench/bench_sequential.py options --epochs 6 --repeats 2
        .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
        .venv/bin/python bench/bench_sequential.py eval --items 50000 --sizes 250000
 Each run is a child process (clean RecBole state, own peak memory). Results go to bench/out/sequential-<mode>.json.
@@ -33,6 +36,12 @@ VARIANTS = {
     "ours-all-positions": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128}),
     "ours-all-positions-bf16": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
                                              "window_batch_size": 128, "enable_amp": True}),
+    "ours-no-bucketing": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128,
+                                       "window_bucketing": False}),
+    "ours-compiled": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128,
+                                   "torch_compile": True}),
+    "ours-compiled-bf16": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128,
+                                        "torch_compile": True, "enable_amp": True}),
 }
 
 CHILD = r'''
@@ -65,12 +74,28 @@ def mean_std(values):
 
 
 def ttq(args, workdir):
+    # A run of RecBole's prefix mode takes most of an hour on 2 cores: each finished run is saved at once to a partial
+    # file, and a rerun with the same arguments resumes from it instead of repeating finished runs.
+    partial_path = os.path.join(PROJECT, "bench", "out", "sequential-ttq.partial.json")
+    done = {}
+    if os.path.exists(partial_path):
+        with open(partial_path) as f:
+            saved = json.load(f)
+        if saved.get("dataset") == args.dataset and saved.get("max_epochs") == args.max_epochs:
+            done = saved["runs"]
     out = {}
     for seed in args.seeds:  # interleave variants per seed: machine noise hits both alike
         for name in ("recbole-prefix", "ours-all-positions"):
             model, extra = VARIANTS[name]
             settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.max_epochs, "stopping_step": 10}
-            r = child(model, args.dataset, settings, workdir)
+            r = done.get(f"{name}/{seed}")
+            if r is None:
+                r = child(model, args.dataset, settings, workdir)
+                done[f"{name}/{seed}"] = r
+                os.makedirs(os.path.dirname(partial_path), exist_ok=True)
+                with open(partial_path + ".tmp", "w") as f:
+                    json.dump({"dataset": args.dataset, "max_epochs": args.max_epochs, "runs": done}, f, default=str)
+                os.replace(partial_path + ".tmp", partial_path)
             out.setdefault(name, []).append(r)
             print(f"{name:22s} seed {seed}: best epoch {r['best_epoch']:3d}, {r['seconds_to_best']:7.1f} s to best "
                   f"({r['train_seconds']:7.1f} s total, {r['epochs_run']} epochs), test ndcg@10 "
@@ -105,6 +130,33 @@ def throughput(args, workdir):
     base = out["ours-all-positions"]["seconds_per_epoch"]
     for name, r in out.items():
         print(f"  {name:26s} {r['seconds_per_epoch'] / base:.2f}x the seconds per epoch of fp32 all_positions")
+    return out
+
+
+def options(args, workdir):
+    """all_positions training options one at a time against the default (length-bucketed, eager, fp32): seconds per
+    epoch in the steady state (epochs after the first, which also pays torch.compile's compilation) and the first."""
+    out = {}
+    names = ("ours-all-positions", "ours-no-bucketing", "ours-compiled", "ours-all-positions-bf16", "ours-compiled-bf16")
+    for repeat in range(args.repeats):  # interleaved repeats: machine noise hits every variant alike
+        for name in names:
+            model, extra = VARIANTS[name]
+            settings = {**BACKBONE, **extra, "seed": 2020, "epochs": args.epochs, "stopping_step": 100}
+            r = child(model, args.dataset, settings, workdir)
+            times = [t for _, _, t in r["valid_history"]]
+            r["first_epoch_seconds"] = times[0]
+            r["steady_seconds_per_epoch"] = (times[-1] - times[0]) / (len(times) - 1)
+            out.setdefault(name, []).append(r)
+            print(f"{name:24s} repeat {repeat}: first epoch {times[0]:6.2f} s, then {r['steady_seconds_per_epoch']:5.2f} "
+                  f"s/epoch (incl. validation); test ndcg@10 {r['test']['ndcg@10']:.4f} after {r['epochs_run']} epochs",
+                  flush=True)
+    base = mean_std([r["steady_seconds_per_epoch"] for r in out["ours-all-positions"]])[0]
+    print("\nvariant                  steady s/epoch     vs default   first epoch s   test NDCG@10")
+    for name, runs in out.items():
+        steady = mean_std([r["steady_seconds_per_epoch"] for r in runs])
+        first = mean_std([r["first_epoch_seconds"] for r in runs])[0]
+        ndcg = mean_std([r["test"]["ndcg@10"] for r in runs])[0]
+        print(f"{name:24s} {steady[0]:6.2f} ± {steady[1]:4.2f}   {steady[0] / base:6.2f}x   {first:10.2f}   {ndcg:.4f}")
     return out
 
 
@@ -201,16 +253,18 @@ def evaluation(args, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ttq", "throughput", "scale", "eval"])
+    parser.add_argument("mode", choices=["ttq", "throughput", "options", "scale", "eval"])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        result = {"ttq": ttq, "throughput": throughput, "scale": scale, "eval": evaluation}[args.mode](args, workdir)
+        modes = {"ttq": ttq, "throughput": throughput, "options": options, "scale": scale, "eval": evaluation}
+        result = modes[args.mode](args, workdir)
     os.makedirs(os.path.join(PROJECT, "bench", "out"), exist_ok=True)
     with open(os.path.join(PROJECT, "bench", "out", f"sequential-{args.mode}.json"), "w") as f:
         json.dump({"args": vars(args), "result": result}, f, indent=1, default=str)

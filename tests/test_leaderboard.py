@@ -44,7 +44,11 @@ def test_files_rows_and_columns(board):
     for label in ("Pop", "BPR", "VBPR (text+image)"):
         assert f"| {label}" in text or f"| **{label}" in text
     assert "NDCG@10" in text and "Coverage@10" in text and "Gini@10" in text and "p users" in text
-    assert "Seeds: 1, 2" in text and "Commit " in text and "machine:" in text
+    assert "Seeds: 1, 2" in text and "Report written at commit " in text and "machine:" in text
+    # every run records the code it was trained with; the report says which commits its cached runs come from
+    commits = {r["commit"] for r in outcome["runs"]}
+    assert len(commits) == 1 and "unknown" not in commits
+    assert f"runs trained at: {commits.pop()} (6 runs)" in text
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {r["label"] for r in rows} == {"Pop", "BPR", "VBPR (text+image)"}
@@ -155,3 +159,18 @@ def test_a_baseline_at_zero_gets_a_difference_instead_of_a_percentage():
     text = report.markdown(spec, summaries, tests, "ID only", report.environment(), [])
     row = next(line for line in text.splitlines() if line.startswith("| content"))
     assert "+0.0500" in row and "nan" not in row
+
+
+def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_data_path):
+    """window_bucketing / torch_compile / window_context arrived after runs were cached: at their defaults a config hashes as it did
+    before the keys existed (the cache stays valid); another value is a different run."""
+    from types import SimpleNamespace
+
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions"}
+    config = Config("MMSASRec", "planted", config_dict=settings)
+    before_keys = SimpleNamespace(resolved={k: v for k, v in config.resolved.items()
+                                            if k not in ("window_bucketing", "torch_compile", "window_context")})
+    assert runner_module.config_hash(config) == runner_module.config_hash(before_keys)
+    for changed in ({"window_bucketing": False}, {"torch_compile": True}, {"window_context": 10}):
+        other = Config("MMSASRec", "planted", config_dict={**settings, **changed})
+        assert runner_module.config_hash(other) != runner_module.config_hash(config)

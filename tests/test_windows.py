@@ -1,5 +1,6 @@
 """all_positions training windows: every training target exactly once, bucketed batches, and it learns."""
 import numpy as np
+import pytest
 import torch
 
 from mmrecbole.config import Config
@@ -16,6 +17,21 @@ def test_cut_windows_covers_every_target_once():
     for inputs, nexts in windows:
         assert len(inputs) <= 5 and np.array_equal(inputs[1:], nexts[:-1])
     assert np.array_equal(windows[0][1], sequence[-5:])  # the most recent window is full
+
+
+def test_context_windows_predict_every_target_once_with_history():
+    sequence = np.arange(1, 24)  # 23 items, max_length 5, context 3: stride 2
+    windows = cut_windows(sequence, 5, context=3)
+    targets = np.concatenate([t[t > 0] for _, t in windows])
+    assert sorted(targets.tolist()) == list(range(2, 24))  # each exactly once (0 = no loss)
+    for inputs, nexts in windows:
+        assert np.array_equal(inputs[1:], sequence[inputs[0]: inputs[0] + len(inputs) - 1])  # contiguous history
+        for position in np.flatnonzero(nexts):
+            history = position + 1  # items before the target inside the window
+            assert history >= 3 or inputs[0] == 1  # >= context, except in the user's earliest window
+    assert len(windows) == 10 and len(cut_windows(sequence, 5)) == 5  # the overlap costs more windows
+    with pytest.raises(ValueError, match="window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH"):
+        cut_windows(sequence, 5, context=5)
 
 
 def test_user_sequences_are_recovered_from_prefix_rows():
@@ -62,7 +78,6 @@ def test_all_positions_mode_learns_the_planted_answer(ring_data_path):
 
 
 def test_recbole_models_refuse_all_positions(ring_data_path):
-    import pytest
 
     from mmrecbole.errors import ConfigError
 
@@ -71,3 +86,98 @@ def test_recbole_models_refuse_all_positions(ring_data_path):
     with pytest.raises(ConfigError, match="not supported by SASRec"):
         build(config)
     torch.manual_seed(0)
+
+
+def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7, device="cpu", context=0):
+    """A SequenceWindowLoader over users with the given numbers of training items (RecBole's prefix rows built here)."""
+    from types import SimpleNamespace
+
+    from recbole.data.interaction import Interaction
+
+    uids, histories, targets = [], [], []
+    for user, n_items in enumerate(lengths_per_user, start=1):
+        items = list(range(1, n_items + 1))
+        for end in range(1, n_items):
+            history = items[max(0, end - max_length): end]
+            uids.append(user)
+            histories.append(history + [0] * (max_length - len(history)))
+            targets.append(items[end])
+    feat = Interaction({"user_id": torch.tensor(uids), "item_id_list": torch.tensor(histories),
+                        "item_id": torch.tensor(targets)})
+    dataset = SimpleNamespace(inter_feat=feat, uid_field="user_id", iid_field="item_id")
+    config = {"window_batch_size": batch_size, "seed": seed, "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list",
+              "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": max_length,
+              "window_bucketing": bucketing, "window_context": context, "device": device}
+    return SequenceWindowLoader(config, dataset)
+
+
+def _padded_cells(batches):
+    return sum(int(b["item_id_list"].numel()) - int(b["item_length"].sum()) for b in batches)
+
+
+def test_bucketing_groups_windows_of_similar_length_and_saves_padding():
+    lengths = [2, 7, 3, 7, 4, 7, 5, 6, 2, 7, 3, 6, 4, 5, 2, 7]  # users of 1..6 targets
+    bucketed, plain = _loader_over(lengths, True), _loader_over(lengths, False)
+    for loader in (bucketed, plain):  # both cover every target once per epoch
+        batches = list(loader)
+        assert sum(int((b[TARGETS_FIELD] > 0).sum()) for b in batches) == loader.n_targets == sum(lengths) - 16
+    # Bucketed: the batches' length ranges do not overlap (each batch is a run of the length-sorted windows).
+    for epoch in range(3):
+        spans = sorted((int(b["item_length"].min()), int(b["item_length"].max())) for b in bucketed)
+        assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:])), spans
+    # Cutting the length-sorted windows into batches gives the least padding there is; random batches mix lengths.
+    assert _padded_cells(list(bucketed)) < _padded_cells(list(plain))
+
+
+def test_window_context_keeps_one_loss_per_target_and_refuses_bad_values():
+    lengths = [20, 3, 14, 9]
+    plain, overlapped = _loader_over(lengths, True), _loader_over(lengths, True, context=4)
+    assert plain.n_targets == overlapped.n_targets == sum(lengths) - len(lengths)
+    assert len(overlapped.lengths) > len(plain.lengths)
+    targets = sorted(int(t) for b in overlapped for t in b[TARGETS_FIELD].flatten() if t > 0)
+    assert targets == sorted(t for n in lengths for t in range(2, n + 1))
+    from mmrecbole.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH \(6\), got 6"):
+        _loader_over(lengths, True, context=6)
+
+
+def test_bucketing_shuffles_the_batches_between_epochs():
+    loader = _loader_over([2, 7, 3, 7, 4, 7, 5, 6, 2, 7, 3, 6, 4, 5, 2, 7], True)
+    first = [b["item_length"].tolist() for b in loader]
+    second = [b["item_length"].tolist() for b in loader]
+    assert first != second and sorted(map(sorted, first)) == sorted(map(sorted, second))
+
+
+def test_torch_compile_gives_the_same_loss_and_gradients(ring_data_path):
+    """`torch_compile: True` routes the encoder through torch.compile (TorchInductor) with the same results."""
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions",
+                "window_batch_size": 16, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1,
+                "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "MAX_ITEM_LIST_LENGTH": 4}
+    models = []
+    for compiled in (False, True):
+        config = Config("MMSASRec", "planted", config_dict={**settings, "torch_compile": compiled})
+        _, train, _, _, model = build(config)
+        models.append((model, train))
+    (eager, train), (compiled, _) = models
+    compiled.load_state_dict(eager.state_dict())
+    for width_batch in list(train)[:3]:  # batches of different widths: dynamic shapes, no per-width failure
+        losses = []
+        for model in (eager, compiled):
+            model.zero_grad()
+            loss = model.calculate_loss(width_batch)
+            loss.backward()
+            losses.append((loss.detach(), model.position_embedding.weight.grad.clone()))
+        torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-3, atol=1e-5)
+    assert compiled._compiled_encode_all is not None and eager._compiled_encode_all is None
+
+
+@pytest.mark.gpu
+def test_window_table_lives_on_the_cuda_device():
+    """On CUDA the loader copies its window table to the device once: batches come out there, same as on the CPU."""
+    lengths = [2, 7, 3, 7, 4, 7]
+    for cpu_batch, cuda_batch in zip(_loader_over(lengths, True), _loader_over(lengths, True, device="cuda")):
+        assert cuda_batch["item_id_list"].device.type == "cuda"
+        for field in ("item_id_list", "item_length", TARGETS_FIELD):
+            assert torch.equal(cpu_batch[field], cuda_batch[field].cpu())

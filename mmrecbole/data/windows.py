@@ -5,14 +5,19 @@ prefix. Evaluation is untouched (RecBole's leave-one-out loaders), so metrics st
 RecBole's SequentialDataset has already turned the training split into prefix rows (history list + target); the
 user's full training sequence is recovered from them: the first item of the shortest prefix, then every target in
 order. Windows of MAX_ITEM_LIST_LENGTH + 1 items are cut from the end with stride MAX_ITEM_LIST_LENGTH, so every
-training target is predicted exactly once per epoch. Windows are bucketed by length and each batch is trimmed to its
-longest window, so short users cost short rows.
+training target is predicted exactly once per epoch. Windows are bucketed by length (`window_bucketing`) and each
+batch is trimmed to its longest window, so short users cost short rows.
+
+On CUDA the window table (16 bytes per training interaction) is copied to the device once, from pinned memory without
+blocking; a batch is then a slice of device tensors and training steps make no host-to-device copies at all.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+
+from mmrecbole.errors import ConfigError
 
 #: Interaction field holding the next item at every position (0 where padded).
 TARGETS_FIELD = "target_item_id_list"
@@ -35,15 +40,27 @@ def user_sequences(uids, histories, targets):
     return sequences
 
 
-def cut_windows(sequence, max_length):
-    """[(inputs, next items)] covering every target once; windows end at the sequence's end, stride max_length."""
+def cut_windows(sequence, max_length, context=0):
+    """[(inputs, next items)] covering every target exactly once; windows end at the sequence's end.
+
+    With `context` = 0 windows do not overlap (stride max_length): a target early in a window sees only the items
+    before it in that window, not the user's older history. With `context` = c, windows overlap by c items and, in
+    every window but a user's earliest, the first c targets are set to 0 (padding: the loss ignores them; the earlier
+    window predicts them): each target is still predicted once per epoch, and with at least c items of history, as
+    RecBole's prefix rows have (up to max_length), at max_length / (max_length - c) times the encoder work."""
+    if not 0 <= context < max_length:
+        raise ValueError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), got {context}")
     windows = []
     end = len(sequence)
     while end >= 2:
         start = max(0, end - max_length - 1)
         window = sequence[start:end]
-        windows.append((window[:-1], window[1:]))
-        end = start + 1 if start > 0 else 0
+        inputs, nexts = window[:-1], window[1:]
+        if start > 0 and context:
+            nexts = nexts.copy()
+            nexts[:context] = 0
+        windows.append((inputs, nexts))
+        end = start + context + 1 if start > 0 else 0
     return windows
 
 
@@ -59,7 +76,7 @@ class SequenceWindowLoader:
         self.generator = torch.Generator().manual_seed(int(config["seed"]))
         self.batch_size = int(config["window_batch_size"])
         if self.batch_size < 1:
-            raise ValueError(f"window_batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"window_batch_size must be >= 1, got {self.batch_size}")
         self.seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
         self.len_field = config["ITEM_LIST_LENGTH_FIELD"]
         max_length = int(config["MAX_ITEM_LIST_LENGTH"])
@@ -67,7 +84,10 @@ class SequenceWindowLoader:
         sequences = user_sequences(
             feat[dataset.uid_field].numpy(), feat[self.seq_field].numpy(), feat[dataset.iid_field].numpy()
         )
-        windows = [w for seq in sequences.values() for w in cut_windows(seq, max_length)]
+        context = int(config["window_context"])
+        if not 0 <= context < max_length:
+            raise ConfigError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), got {context}")
+        windows = [w for seq in sequences.values() for w in cut_windows(seq, max_length, context)]
         lengths = np.array([len(inputs) for inputs, _ in windows])
         self.inputs = np.zeros((len(windows), max_length), dtype=np.int64)
         self.targets = np.zeros((len(windows), max_length), dtype=np.int64)
@@ -75,27 +95,47 @@ class SequenceWindowLoader:
             self.inputs[row, : len(inputs)] = inputs
             self.targets[row, : len(targets)] = targets
         self.lengths = lengths
-        self.n_targets = int(lengths.sum())
+        self.n_targets = int((self.targets > 0).sum())
         self._order = np.argsort(lengths, kind="stable")
+        self.bucketing = bool(config["window_bucketing"])
+        self.device = torch.device(config["device"])
+        self._tables = {
+            self.seq_field: torch.from_numpy(self.inputs),
+            self.len_field: torch.from_numpy(self.lengths),
+            TARGETS_FIELD: torch.from_numpy(self.targets),
+        }
+        if self.device.type == "cuda":
+            self._tables = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in self._tables.items()}
 
     def __len__(self):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def _batches(self):
         order = self._order
-        if self.shuffle:  # shuffle within equal lengths, then cut buckets, then shuffle the buckets
+        if self.shuffle and self.bucketing:  # shuffle within equal lengths, then cut buckets, then shuffle the buckets
             noise = torch.rand(len(order), generator=self.generator).numpy()
             order = np.lexsort((noise, self.lengths))
+        elif self.shuffle:  # no bucketing: batches of random windows, each padded to its longest
+            order = torch.randperm(len(order), generator=self.generator).numpy()
+        elif not self.bucketing:
+            order = np.arange(len(order))
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
         return batches
 
     def __iter__(self):
-        for rows in self._batches():
-            width = int(self.lengths[rows].max())
+        batches = self._batches()
+        if not batches:
+            return
+        # The epoch's row order goes to the device in one copy; each batch's index is a slice of it.
+        order = torch.from_numpy(np.concatenate(batches)).to(self.device, non_blocking=True)
+        start = 0
+        for rows in batches:
+            width = int(self.lengths[rows].max())  # from the host copy: no device sync
+            index, start = order[start: start + len(rows)], start + len(rows)
             yield Interaction({
-                self.seq_field: torch.from_numpy(self.inputs[rows, :width]),
-                self.len_field: torch.from_numpy(self.lengths[rows]),
-                TARGETS_FIELD: torch.from_numpy(self.targets[rows, :width]),
+                self.seq_field: self._tables[self.seq_field][index, :width],
+                self.len_field: self._tables[self.len_field][index],
+                TARGETS_FIELD: self._tables[TARGETS_FIELD][index, :width],
             })

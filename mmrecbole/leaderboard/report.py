@@ -42,6 +42,29 @@ def _p(value):
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+def code_commit() -> str:
+    """Short commit of the working tree, '+uncommitted changes' when tracked files differ from it; 'unknown'
+    outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_commits(records) -> str:
+    """'a1b2c3d (26 runs), 9f8e7d6 (13 runs)': the commits the cached runs were trained at, most runs first."""
+    counts = {}
+    for record in records:
+        commit = record.get("commit", "not recorded")
+        counts[commit] = counts.get(commit, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{commit} ({n} run{'s' if n != 1 else ''})" for commit, n in ordered)
+
+
 def environment() -> dict:
     versions = {}
     for package in ("torch", "recbole", "implicit", "lightgbm", "transformers", "numpy", "scipy"):
@@ -49,14 +72,7 @@ def environment() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        commit = (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    commit = code_commit()
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -162,8 +178,10 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         "",
         cost_table,
         "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("commit", "machine")) + ".",
-        f"Commit {env['commit']}; machine: {env['machine']}.",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()
+                                    if k not in ("commit", "machine", "run_commits")) + ".",
+        f"Report written at commit {env['commit']}; runs trained at: {env.get('run_commits', 'not recorded')}; "
+        f"machine: {env['machine']}.",
     ]
     if failures:
         lines += ["", "Runs not in the tables (failed or not run yet):"] + [f"- {f}" for f in failures]
@@ -232,7 +250,7 @@ def write_report(spec, records, failures) -> dict:
     baseline = stats.choose_baseline(summaries)
     tests = {label: stats.paired_tests(runs, groups[baseline], spec.significance_metric)
              for label, runs in groups.items() if baseline and label != baseline}
-    env = environment()
+    env = {**environment(), "run_commits": run_commits(records)}
     paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
     text = markdown(spec, summaries, tests, baseline, env, failures)
     write_text_atomically(paths["md"], text)

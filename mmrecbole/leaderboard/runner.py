@@ -29,8 +29,14 @@ from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 _PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker", "eval_batch_size"}
 
 
+# Keys added after runs were cached whose default reproduces the earlier behaviour exactly: at that default they stay
+# out of the hash, so adding such a key does not orphan the run cache; any other value is hashed as usual.
+_KEYS_NEUTRAL_AT_DEFAULT = {"window_bucketing": True, "torch_compile": False, "window_context": 0}
+
+
 def config_hash(config: Config) -> str:
-    plain = {k: v for k, v in config.resolved.items() if k not in _PRESENTATION_KEYS and k != "seed"}
+    plain = {k: v for k, v in config.resolved.items() if k not in _PRESENTATION_KEYS and k != "seed"
+             and not (k in _KEYS_NEUTRAL_AT_DEFAULT and v == _KEYS_NEUTRAL_AT_DEFAULT[k])}
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -103,9 +109,10 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
 
     `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
     is still running in another process)."""
-    from mmrecbole.leaderboard.report import write_report
+    from mmrecbole.leaderboard.report import code_commit, write_report
 
     runs = plan(spec)
+    commit = code_commit()  # stamped on each new run: cached runs may come from older code (the key is the config)
     records, failures = [], []
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
@@ -126,7 +133,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
             continue
         record = {"label": run.entry.label, "model": run.entry.name, "seed": run.seed, "config_hash": run.hash,
                   "dataset": spec.dataset, "uses_content": run.uses_content, "settings": run.entry.settings,
-                  **result}
+                  "commit": commit, **result}
         write_text_atomically(run.path, json.dumps(record, indent=1))
         records.append(record)
         _offer_to_stacker(run, spec, record)

@@ -43,6 +43,17 @@ class MMSequentialRecommender(SequentialRecommender):
         if cold is not None:
             offset[cold] = float("-inf")
         self.register_buffer("train_logit_offset", offset, persistent=False)
+        self.torch_compile = bool(config["torch_compile"])
+        self._compiled_encode_all = None  # built on first use: subclasses create their layers after this __init__
+
+    def _encode(self, item_seq, table):
+        """encode_all, through torch.compile when `torch_compile` is set (dynamic shapes: all_positions batches are
+        trimmed to their longest window, so the sequence length changes from batch to batch)."""
+        if not self.torch_compile:
+            return self.encode_all(item_seq, table)
+        if self._compiled_encode_all is None:
+            self._compiled_encode_all = torch.compile(self.encode_all, dynamic=True)
+        return self._compiled_encode_all(item_seq, table)
 
     def build_items(self, config, dataset, dim):
         self.items = ItemContentEncoder(config, dataset, dim)
@@ -56,7 +67,7 @@ class MMSequentialRecommender(SequentialRecommender):
         raise NotImplementedError
 
     def _state(self, interaction, table):
-        return last_position(self.encode_all(interaction[self.ITEM_SEQ], table), interaction[self.ITEM_SEQ_LEN])
+        return last_position(self._encode(interaction[self.ITEM_SEQ], table), interaction[self.ITEM_SEQ_LEN])
 
     def calculate_loss(self, interaction):
         table = self.items()
@@ -64,7 +75,7 @@ class MMSequentialRecommender(SequentialRecommender):
             if self.multitask.wants("rating"):
                 raise ConfigError("loss_weights.rating is supported with train_mode: prefix only")
             targets = interaction[TARGETS_FIELD]
-            logits = self.encode_all(interaction[self.ITEM_SEQ], table) @ table.T + self.train_logit_offset
+            logits = self._encode(interaction[self.ITEM_SEQ], table) @ table.T + self.train_logit_offset
             # ignore_index instead of boolean selection: no data-dependent shape, so no host sync on CUDA.
             rec = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
             state = None
