@@ -57,9 +57,9 @@ print("RESULT " + json.dumps(r))
 '''
 
 
-def child(model, dataset, settings, workdir):
+def child(model, dataset, settings, workdir, threads=2):
     env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    request = {"model": model, "dataset": dataset, "settings": settings}
+    request = {"model": model, "dataset": dataset, "settings": settings, "threads": threads}
     proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(request), capture_output=True, text=True,
                           cwd=workdir, env=env)
     if proc.returncode != 0:

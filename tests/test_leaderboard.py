@@ -169,8 +169,10 @@ def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions"}
     config = Config("MMSASRec", "planted", config_dict=settings)
     before_keys = SimpleNamespace(resolved={k: v for k, v in config.resolved.items()
-                                            if k not in ("window_bucketing", "torch_compile", "window_context")})
+                                            if k not in ("window_bucketing", "torch_compile", "window_context",
+                                                         "window_batch_targets")})
     assert runner_module.config_hash(config) == runner_module.config_hash(before_keys)
-    for changed in ({"window_bucketing": False}, {"torch_compile": True}, {"window_context": 10}):
+    for changed in ({"window_bucketing": False}, {"torch_compile": True}, {"window_context": 10},
+                    {"window_batch_targets": 4096}):
         other = Config("MMSASRec", "planted", config_dict={**settings, **changed})
         assert runner_module.config_hash(other) != runner_module.config_hash(config)

@@ -78,7 +78,6 @@ def test_all_positions_mode_learns_the_planted_answer(ring_data_path):
 
 
 def test_recbole_models_refuse_all_positions(ring_data_path):
-
     from mmrecbole.errors import ConfigError
 
     config = Config("SASRec", "planted", config_dict={**FAST, "data_path": ring_data_path,
@@ -88,7 +87,8 @@ def test_recbole_models_refuse_all_positions(ring_data_path):
     torch.manual_seed(0)
 
 
-def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7, device="cpu", context=0):
+def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7, device="cpu", context=0,
+                 batch_targets=0):
     """A SequenceWindowLoader over users with the given numbers of training items (RecBole's prefix rows built here)."""
     from types import SimpleNamespace
 
@@ -107,7 +107,8 @@ def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7
     dataset = SimpleNamespace(inter_feat=feat, uid_field="user_id", iid_field="item_id")
     config = {"window_batch_size": batch_size, "seed": seed, "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list",
               "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": max_length,
-              "window_bucketing": bucketing, "window_context": context, "device": device}
+              "window_bucketing": bucketing, "window_context": context, "device": device,
+              "window_batch_targets": batch_targets}
     return SequenceWindowLoader(config, dataset)
 
 
@@ -140,6 +141,22 @@ def test_window_context_keeps_one_loss_per_target_and_refuses_bad_values():
 
     with pytest.raises(ConfigError, match=r"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH \(6\), got 6"):
         _loader_over(lengths, True, context=6)
+
+
+def test_target_budget_gives_every_step_about_the_same_number_of_targets():
+    lengths = [2, 7, 3, 7, 4, 7, 5, 6, 2, 7, 3, 6, 4, 5, 2, 7] * 4  # users of 1..6 targets, max_length 6
+    for bucketing in (True, False):
+        by_windows = _loader_over(lengths, bucketing, batch_size=4)
+        by_targets = _loader_over(lengths, bucketing, batch_targets=12)
+        counts = [int((b[TARGETS_FIELD] > 0).sum()) for b in by_targets]
+        assert sum(counts) == by_targets.n_targets == sum(lengths) - len(lengths)  # every target once
+        # a batch closes once its running count reaches the budget: within one window (<= 6 targets) of it, but for
+        # the epoch's remainder batch
+        assert all(12 - 6 < c < 12 + 6 for c in sorted(counts)[1:]), counts
+        if bucketing:  # 4 windows per batch: from 4 targets (short windows) to 24 (long ones)
+            window_counts = [int((b[TARGETS_FIELD] > 0).sum()) for b in by_windows]
+            assert min(window_counts) == 4 and max(window_counts) == 24
+        assert len(by_targets) == -(-by_targets.n_targets // 12)
 
 
 def test_bucketing_shuffles_the_batches_between_epochs():

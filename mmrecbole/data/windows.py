@@ -98,6 +98,14 @@ class SequenceWindowLoader:
         self.n_targets = int((self.targets > 0).sum())
         self._order = np.argsort(lengths, kind="stable")
         self.bucketing = bool(config["window_bucketing"])
+        # Bucketed batches of a fixed number of windows weight targets unequally: a batch of 128 three-item windows
+        # gets a whole optimizer step, as does a batch of 128 full ones (~16x the targets). A target budget gives
+        # every step about the same number of targets, as RecBole's prefix batches have.
+        self.batch_targets = int(config["window_batch_targets"])
+        if self.batch_targets < 0:
+            raise ConfigError(f"window_batch_targets must be >= 0 (0: window_batch_size windows per batch), "
+                              f"got {self.batch_targets}")
+        self._window_targets = (self.targets > 0).sum(axis=1)
         self.device = torch.device(config["device"])
         self._tables = {
             self.seq_field: torch.from_numpy(self.inputs),
@@ -108,7 +116,16 @@ class SequenceWindowLoader:
             self._tables = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in self._tables.items()}
 
     def __len__(self):
+        if self.batch_targets:
+            return max(1, -(-self.n_targets // self.batch_targets))
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def _cut(self, order):
+        if not self.batch_targets:
+            return [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # batch k: the windows whose running target count ends in [k * budget, (k + 1) * budget)
+        batch_of = (np.cumsum(self._window_targets[order]) - 1) // self.batch_targets
+        return np.split(order, np.flatnonzero(np.diff(batch_of)) + 1)
 
     def _batches(self):
         order = self._order
@@ -119,7 +136,7 @@ class SequenceWindowLoader:
             order = torch.randperm(len(order), generator=self.generator).numpy()
         elif not self.bucketing:
             order = np.arange(len(order))
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = self._cut(order)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
         return batches
