@@ -4,9 +4,10 @@ prefix. Evaluation is untouched (RecBole's leave-one-out loaders), so metrics st
 
 RecBole's SequentialDataset has already turned the training split into prefix rows (history list + target); the
 user's full training sequence is recovered from them: the first item of the shortest prefix, then every target in
-order. Windows of MAX_ITEM_LIST_LENGTH + 1 items are cut from the end with stride MAX_ITEM_LIST_LENGTH, so every
-training target is predicted exactly once per epoch. Windows are bucketed by length (`window_bucketing`) and each
-batch is trimmed to its longest window, so short users cost short rows.
+order. Windows of MAX_ITEM_LIST_LENGTH + 1 items are cut from the end with stride MAX_ITEM_LIST_LENGTH (less with
+`window_context`), so every training target is predicted exactly once per epoch. Windows are bucketed by length
+(`window_bucketing`) and each batch is trimmed to its longest window, so short users cost short rows; a batch holds
+`window_batch_size` windows or, with `window_batch_targets`, about that many targets.
 
 On CUDA the window table (16 bytes per training interaction) is copied to the device once, from pinned memory without
 blocking; a batch is then a slice of device tensors and training steps make no host-to-device copies at all.
