@@ -28,6 +28,7 @@ import tempfile
 import time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)  # run_key and code_commit; the runs themselves are child processes
 BACKBONE = {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "hidden_dropout_prob": 0.2,
             "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50, "learning_rate": 0.001, "show_progress": False,
             "state": "WARNING"}
@@ -52,14 +53,17 @@ torch.set_num_threads(request.get("threads", 2))
 from mmrecbole.quick_start import run
 r = run(request["model"], request["dataset"], config_dict=request["settings"], console_log=False, saved=True)
 r["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-r.pop("test_per_user", None)
+per_user = r.pop("test_per_user", None) or {}
+if request.get("keep_per_user") and per_user:  # for paired tests over users (ttq); only the selection metric
+    r["test_per_user"] = {"user_id": per_user["user_id"], "ndcg@10": per_user["ndcg@10"]}
 print("RESULT " + json.dumps(r))
 '''
 
 
-def child(model, dataset, settings, workdir, threads=2):
+def child(model, dataset, settings, workdir, threads=2, keep_per_user=False):
     env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    request = {"model": model, "dataset": dataset, "settings": settings, "threads": threads}
+    request = {"model": model, "dataset": dataset, "settings": settings, "threads": threads,
+               "keep_per_user": keep_per_user}
     proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(request), capture_output=True, text=True,
                           cwd=workdir, env=env)
     if proc.returncode != 0:
@@ -73,45 +77,76 @@ def mean_std(values):
     return m, s
 
 
+def run_key(model, dataset, settings):
+    """The leaderboard's run key of these settings (every resolved config value but the seed, hashed) and the seed:
+    a saved run is reused only while the code's defaults and the settings still give the same config."""
+    from mmrecbole.config import Config
+    from mmrecbole.leaderboard.runner import config_hash
+
+    return f"{model}/{dataset}/{config_hash(Config(model, dataset, config_dict=settings))}/{settings['seed']}"
+
+
 def ttq(args, workdir):
     # A run of RecBole's prefix mode takes most of an hour on 2 cores: each finished run is saved at once to a partial
-    # file, and a rerun with the same arguments resumes from it instead of repeating finished runs.
+    # file, and a rerun resumes from it instead of repeating finished runs whose resolved config is unchanged.
+    from mmrecbole.leaderboard.report import code_commit
+
     partial_path = os.path.join(PROJECT, "bench", "out", "sequential-ttq.partial.json")
     done = {}
     if os.path.exists(partial_path):
         with open(partial_path) as f:
-            saved = json.load(f)
-        if saved.get("dataset") == args.dataset and saved.get("max_epochs") == args.max_epochs:
-            done = saved["runs"]
+            done = json.load(f)["runs"]
     out = {}
     for seed in args.seeds:  # interleave variants per seed: machine noise hits both alike
         for name in ("recbole-prefix", "ours-all-positions"):
             model, extra = VARIANTS[name]
             settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.max_epochs, "stopping_step": 10}
-            r = done.get(f"{name}/{seed}")
+            key = run_key(model, args.dataset, settings)
+            r = done.get(key)
             if r is None:
-                r = child(model, args.dataset, settings, workdir)
-                done[f"{name}/{seed}"] = r
+                r = child(model, args.dataset, settings, workdir, keep_per_user=True)
+                r["commit"] = code_commit()
+                done[key] = r
                 os.makedirs(os.path.dirname(partial_path), exist_ok=True)
                 with open(partial_path + ".tmp", "w") as f:
-                    json.dump({"dataset": args.dataset, "max_epochs": args.max_epochs, "runs": done}, f, default=str)
+                    json.dump({"runs": done}, f, default=str)
                 os.replace(partial_path + ".tmp", partial_path)
             out.setdefault(name, []).append(r)
             print(f"{name:22s} seed {seed}: best epoch {r['best_epoch']:3d}, {r['seconds_to_best']:7.1f} s to best "
                   f"({r['train_seconds']:7.1f} s total, {r['epochs_run']} epochs), test ndcg@10 "
-                  f"{r['test']['ndcg@10']:.4f}", flush=True)
+                  f"{r['test']['ndcg@10']:.4f}, valid {r['valid']['ndcg@10']:.4f} (run {key}, commit "
+                  f"{r.get('commit', 'not recorded')})", flush=True)
     summary = {}
     for name, runs in out.items():
         summary[name] = {"seconds_to_best": mean_std([r["seconds_to_best"] for r in runs]),
                          "test_ndcg@10": mean_std([r["test"]["ndcg@10"] for r in runs]),
+                         "valid_ndcg@10": mean_std([r["valid"]["ndcg@10"] for r in runs]),
                          "seconds_per_epoch": mean_std([r["train_seconds"] / r["epochs_run"] for r in runs])}
     base, ours = summary["recbole-prefix"], summary["ours-all-positions"]
-    print("\nvariant                 time to best (s)     test NDCG@10       s/epoch")
+    print("\nvariant                 time to best (s)     test NDCG@10       valid NDCG@10      s/epoch")
     for name, s in summary.items():
         print(f"{name:22s} {s['seconds_to_best'][0]:8.1f} ± {s['seconds_to_best'][1]:6.1f}   "
-              f"{s['test_ndcg@10'][0]:.4f} ± {s['test_ndcg@10'][1]:.4f}   {s['seconds_per_epoch'][0]:7.2f}")
+              f"{s['test_ndcg@10'][0]:.4f} ± {s['test_ndcg@10'][1]:.4f}   "
+              f"{s['valid_ndcg@10'][0]:.4f} ± {s['valid_ndcg@10'][1]:.4f}   {s['seconds_per_epoch'][0]:7.2f}")
     print(f"time-to-best ratio ours/RecBole: {ours['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x; "
           f"test NDCG@10 ratio: {ours['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x")
+    # Is the test gap larger than seed noise? The leaderboard's paired tests: over seeds (t-test) and, for the runs
+    # that kept per-user values, over users (each user's NDCG@10 averaged over those seeds).
+    from mmrecbole.leaderboard.stats import paired_tests
+
+    ours_runs, base_runs = out["ours-all-positions"], out["recbole-prefix"]
+    by_seeds = paired_tests(ours_runs, base_runs, "ndcg@10")
+    with_users = ({r["seed"] for r in ours_runs if r.get("test_per_user")}
+                  & {r["seed"] for r in base_runs if r.get("test_per_user")})
+    by_users = paired_tests([r for r in ours_runs if r["seed"] in with_users],
+                            [r for r in base_runs if r["seed"] in with_users], "ndcg@10")
+    tests = {"p_seeds_t": by_seeds["p_seeds_t"], "p_users_t": by_users["p_users_t"],
+             "p_users_wilcoxon": by_users["p_users_wilcoxon"], "n_users": by_users["n_users"],
+             "seeds_with_users": sorted(with_users)}
+    print(f"paired tests of test NDCG@10, ours vs RecBole: p over seeds {tests['p_seeds_t']:.3f} "
+          f"({len(args.seeds)} seeds); p over users {tests['p_users_t']:.3f} (t) / {tests['p_users_wilcoxon']:.3f} "
+          f"(Wilcoxon), {tests['n_users']} users, seeds {sorted(with_users)} (those with per-user values)")
+    summary["paired_tests"] = tests
     return {"runs": out, "summary": summary}
 
 

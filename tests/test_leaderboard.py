@@ -162,7 +162,8 @@ def test_a_baseline_at_zero_gets_a_difference_instead_of_a_percentage():
 
 
 def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_data_path):
-    """window_bucketing / torch_compile / window_context arrived after runs were cached: at their defaults a config hashes as it did
+    """window_bucketing / torch_compile / window_context / window_batch_targets / window_shift arrived after runs were
+    cached: at their defaults a config hashes as it did
     before the keys existed (the cache stays valid); another value is a different run."""
     from types import SimpleNamespace
 
@@ -170,9 +171,9 @@ def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_
     config = Config("MMSASRec", "planted", config_dict=settings)
     before_keys = SimpleNamespace(resolved={k: v for k, v in config.resolved.items()
                                             if k not in ("window_bucketing", "torch_compile", "window_context",
-                                                         "window_batch_targets")})
+                                                         "window_batch_targets", "window_shift")})
     assert runner_module.config_hash(config) == runner_module.config_hash(before_keys)
     for changed in ({"window_bucketing": False}, {"torch_compile": True}, {"window_context": 10},
-                    {"window_batch_targets": 4096}):
+                    {"window_batch_targets": 4096}, {"window_shift": True}):
         other = Config("MMSASRec", "planted", config_dict={**settings, **changed})
         assert runner_module.config_hash(other) != runner_module.config_hash(config)

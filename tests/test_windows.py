@@ -34,6 +34,25 @@ def test_context_windows_predict_every_target_once_with_history():
         cut_windows(sequence, 5, context=5)
 
 
+def test_shifted_windows_still_predict_every_target_once():
+    sequence = np.arange(1, 24)  # 23 items: targets 2..23
+    for context in (0, 2):
+        step = 5 - context
+        default, full = cut_windows(sequence, 5, context), cut_windows(sequence, 5, context, latest=step)
+        assert len(default) == len(full) and all(np.array_equal(a, c) and np.array_equal(b, d)
+                                                 for (a, b), (c, d) in zip(default, full))
+        for latest in range(1, step + 1):
+            windows = cut_windows(sequence, 5, context, latest=latest)
+            targets = np.concatenate([t[t > 0] for _, t in windows])
+            assert sorted(targets.tolist()) == list(range(2, 24))
+            assert windows[0][1][-latest:].tolist() == list(range(24 - latest, 24))  # the most recent window's share
+            assert int((windows[0][1] > 0).sum()) == latest
+            for inputs, nexts in windows:
+                assert len(inputs) <= 5 and np.array_equal(inputs, np.arange(inputs[0], inputs[0] + len(inputs)))
+    with pytest.raises(ValueError, match=r"latest must be in \[1, 3\]"):
+        cut_windows(sequence, 5, context=2, latest=4)
+
+
 def test_user_sequences_are_recovered_from_prefix_rows():
     # Prefix rows (in time order per user, as RecBole emits them) of users 3: [7, 8, 9, 10] and 5: [4, 2];
     # history lists truncated to length 2, so lengths saturate and cannot order the rows.
@@ -88,7 +107,7 @@ def test_recbole_models_refuse_all_positions(ring_data_path):
 
 
 def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7, device="cpu", context=0,
-                 batch_targets=0):
+                 batch_targets=0, shift=False):
     """A SequenceWindowLoader over users with the given numbers of training items (RecBole's prefix rows built here)."""
     from types import SimpleNamespace
 
@@ -108,7 +127,7 @@ def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7
     config = {"window_batch_size": batch_size, "seed": seed, "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list",
               "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": max_length,
               "window_bucketing": bucketing, "window_context": context, "device": device,
-              "window_batch_targets": batch_targets}
+              "window_batch_targets": batch_targets, "window_shift": shift}
     return SequenceWindowLoader(config, dataset)
 
 
@@ -157,6 +176,35 @@ def test_target_budget_gives_every_step_about_the_same_number_of_targets():
             window_counts = [int((b[TARGETS_FIELD] > 0).sum()) for b in by_windows]
             assert min(window_counts) == 4 and max(window_counts) == 24
         assert len(by_targets) == -(-by_targets.n_targets // 12)
+
+
+def _epoch_windows(loader):
+    """({(first input, length)} of the windows, sorted targets) of one epoch."""
+    windows, targets = set(), []
+    for batch in loader:
+        for row in range(len(batch)):
+            length = int(batch["item_length"][row])
+            windows.add((int(batch["item_id_list"][row][0]), length))
+            targets += [int(t) for t in batch[TARGETS_FIELD][row][:length] if t > 0]
+    return windows, sorted(targets)
+
+
+def test_window_shift_moves_the_boundaries_every_epoch_and_keeps_every_target_once():
+    lengths = [20, 3, 14, 9, 17]  # max_length 6: long users get several windows
+    every_target = sorted(t for n in lengths for t in range(2, n + 1))
+    for context, batch_targets in ((0, 0), (2, 0), (0, 10)):
+        shifted = _loader_over(lengths, True, context=context, batch_targets=batch_targets, shift=True)
+        epochs = []
+        for _ in range(4):
+            n_batches = len(shifted)  # len() describes the epoch about to be iterated
+            batches = list(shifted)
+            assert n_batches == len(batches) or batch_targets  # a target budget's len() is the usual estimate
+            windows, targets = _epoch_windows(batches)
+            assert targets == every_target  # each target once per epoch, whatever the boundaries
+            epochs.append(windows)
+        assert len({frozenset(w) for w in epochs}) > 1  # boundaries moved
+    fixed = _loader_over(lengths, True)
+    assert _epoch_windows(fixed)[0] == _epoch_windows(fixed)[0]  # without the shift: the same windows every epoch
 
 
 def test_bucketing_shuffles_the_batches_between_epochs():

@@ -5,7 +5,8 @@ prefix. Evaluation is untouched (RecBole's leave-one-out loaders), so metrics st
 RecBole's SequentialDataset has already turned the training split into prefix rows (history list + target); the
 user's full training sequence is recovered from them: the first item of the shortest prefix, then every target in
 order. Windows of MAX_ITEM_LIST_LENGTH + 1 items are cut from the end with stride MAX_ITEM_LIST_LENGTH (less with
-`window_context`), so every training target is predicted exactly once per epoch. Windows are bucketed by length
+`window_context`), so every training target is predicted exactly once per epoch; `window_shift` moves each user's
+window boundaries by a random offset every epoch. Windows are bucketed by length
 (`window_bucketing`) and each batch is trimmed to its longest window, so short users cost short rows; a batch holds
 `window_batch_size` windows or, with `window_batch_targets`, about that many targets.
 
@@ -41,27 +42,40 @@ def user_sequences(uids, histories, targets):
     return sequences
 
 
-def cut_windows(sequence, max_length, context=0):
+def cut_windows(sequence, max_length, context=0, latest=None):
     """[(inputs, next items)] covering every target exactly once; windows end at the sequence's end.
 
     With `context` = 0 windows do not overlap (stride max_length): a target early in a window sees only the items
     before it in that window, not the user's older history. With `context` = c, windows overlap by c items and, in
     every window but a user's earliest, the first c targets are set to 0 (padding: the loss ignores them; the earlier
     window predicts them): each target is still predicted once per epoch, and with at least c items of history, as
-    RecBole's prefix rows have (up to max_length), at max_length / (max_length - c) times the encoder work."""
+    RecBole's prefix rows have (up to max_length), at max_length / (max_length - c) times the encoder work.
+
+    `latest` (1 .. max_length - context; default the most) is how many targets the user's most recent window
+    predicts: `window_shift` draws it every epoch, which moves all window boundaries of the user."""
     if not 0 <= context < max_length:
         raise ValueError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), got {context}")
+    step = max_length - context  # targets each window adds
+    if latest is None:
+        latest = step
+    if not 1 <= latest <= step:
+        raise ValueError(f"latest must be in [1, {step}] (MAX_ITEM_LIST_LENGTH - window_context), got {latest}")
     windows = []
-    end = len(sequence)
+    end, new = len(sequence), latest  # this window predicts sequence[end - new: end]
     while end >= 2:
-        start = max(0, end - max_length - 1)
+        if end - 1 <= max_length:  # all that is left fits one window: the user's earliest, nothing masked
+            start = first_target = 0
+        else:
+            first_target = end - new  # >= context + 1: the window's history starts at sequence[0] at the earliest
+            start = first_target - 1 - context
         window = sequence[start:end]
         inputs, nexts = window[:-1], window[1:]
-        if start > 0 and context:
+        masked = max(0, first_target - start - 1)  # the context items: history only, targets of an earlier window
+        if masked:
             nexts = nexts.copy()
-            nexts[:context] = 0
+            nexts[:masked] = 0
         windows.append((inputs, nexts))
-        end = start + context + 1 if start > 0 else 0
+        end, new = first_target, step
     return windows
 
 
@@ -85,19 +99,12 @@ class SequenceWindowLoader:
         sequences = user_sequences(
             feat[dataset.uid_field].numpy(), feat[self.seq_field].numpy(), feat[dataset.iid_field].numpy()
         )
-        context = int(config["window_context"])
-        if not 0 <= context < max_length:
-            raise ConfigError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), got {context}")
-        windows = [w for seq in sequences.values() for w in cut_windows(seq, max_length, context)]
-        lengths = np.array([len(inputs) for inputs, _ in windows])
-        self.inputs = np.zeros((len(windows), max_length), dtype=np.int64)
-        self.targets = np.zeros((len(windows), max_length), dtype=np.int64)
-        for row, (inputs, targets) in enumerate(windows):
-            self.inputs[row, : len(inputs)] = inputs
-            self.targets[row, : len(targets)] = targets
-        self.lengths = lengths
-        self.n_targets = int((self.targets > 0).sum())
-        self._order = np.argsort(lengths, kind="stable")
+        self.context = int(config["window_context"])
+        if not 0 <= self.context < max_length:
+            raise ConfigError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), "
+                              f"got {self.context}")
+        self.max_length = max_length
+        self._sequences = list(sequences.values())
         self.bucketing = bool(config["window_bucketing"])
         # Bucketed batches of a fixed number of windows weight targets unequally: a batch of 128 three-item windows
         # gets a whole optimizer step, as does a batch of 128 full ones (~16x the targets). A target budget gives
@@ -106,8 +113,33 @@ class SequenceWindowLoader:
         if self.batch_targets < 0:
             raise ConfigError(f"window_batch_targets must be >= 0 (0: window_batch_size windows per batch), "
                               f"got {self.batch_targets}")
-        self._window_targets = (self.targets > 0).sum(axis=1)
+        # Fixed windows give the same targets (those at window starts) a short history every epoch; window_shift
+        # redraws each user's window boundaries every epoch, so the history a target sees varies between epochs.
+        self.shift = bool(config["window_shift"])
         self.device = torch.device(config["device"])
+        self._set_windows(self._cut_all())
+
+    def _cut_all(self):
+        """Every user's windows, the most recent one holding a random number of targets when shifting."""
+        step = self.max_length - self.context
+        if self.shift:
+            latest = torch.randint(1, step + 1, (len(self._sequences),), generator=self.generator).tolist()
+        else:
+            latest = [step] * len(self._sequences)
+        return [w for seq, last in zip(self._sequences, latest)
+                for w in cut_windows(seq, self.max_length, self.context, last)]
+
+    def _set_windows(self, windows):
+        """The window table of the next epoch: host arrays (lengths, batch cutting) and the tensors batches index."""
+        self.lengths = np.array([len(inputs) for inputs, _ in windows], dtype=np.int64)
+        self.inputs = np.zeros((len(windows), self.max_length), dtype=np.int64)
+        self.targets = np.zeros((len(windows), self.max_length), dtype=np.int64)
+        for row, (inputs, targets) in enumerate(windows):
+            self.inputs[row, : len(inputs)] = inputs
+            self.targets[row, : len(targets)] = targets
+        self.n_targets = int((self.targets > 0).sum())
+        self._order = np.argsort(self.lengths, kind="stable")
+        self._window_targets = (self.targets > 0).sum(axis=1)
         self._tables = {
             self.seq_field: torch.from_numpy(self.inputs),
             self.len_field: torch.from_numpy(self.lengths),
@@ -143,17 +175,19 @@ class SequenceWindowLoader:
         return batches
 
     def __iter__(self):
-        batches = self._batches()
+        batches, lengths, tables = self._batches(), self.lengths, self._tables
+        if self.shift:  # the next epoch's windows, cut now so that len() describes the epoch it will iterate
+            self._set_windows(self._cut_all())
         if not batches:
             return
         # The epoch's row order goes to the device in one copy; each batch's index is a slice of it.
         order = torch.from_numpy(np.concatenate(batches)).to(self.device, non_blocking=True)
         start = 0
         for rows in batches:
-            width = int(self.lengths[rows].max())  # from the host copy: no device sync
+            width = int(lengths[rows].max())  # from the host copy: no device sync
             index, start = order[start: start + len(rows)], start + len(rows)
             yield Interaction({
-                self.seq_field: self._tables[self.seq_field][index, :width],
-                self.len_field: self._tables[self.len_field][index],
-                TARGETS_FIELD: self._tables[TARGETS_FIELD][index, :width],
+                self.seq_field: tables[self.seq_field][index, :width],
+                self.len_field: tables[self.len_field][index],
+                TARGETS_FIELD: tables[TARGETS_FIELD][index, :width],
             })
