@@ -11,7 +11,7 @@
   eval        full-ranking test evaluation of one trained model on a large synthetic catalog: RecBole's batching
               (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
 
-Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--dataset ml-100k]
+Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--variants ours-all-positions ...]
        .venv/bin/python bench/bench_sequential.py throughput
        .venv/bin/python bench/bench_sequential.py options --epochs 6 --repeats 2
        .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
@@ -35,6 +35,8 @@ BACKBONE = {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "
 VARIANTS = {
     "recbole-prefix": ("SASRec", {"train_batch_size": 2048}),
     "ours-all-positions": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128}),
+    "ours-all-positions-shift": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
+                                              "window_batch_size": 128, "window_shift": True}),
     "ours-all-positions-bf16": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
                                              "window_batch_size": 128, "enable_amp": True}),
     "ours-no-bucketing": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128,
@@ -79,11 +81,21 @@ def mean_std(values):
 
 def run_key(model, dataset, settings):
     """The leaderboard's run key of these settings (every resolved config value but the seed, hashed) and the seed:
-    a saved run is reused only while the code's defaults and the settings still give the same config."""
+    a saved run is reused only while the code's defaults and the settings still give the same config. The epoch cap
+    is left out: `reusable` checks it (a run that stopped early is the same under any cap it did not reach)."""
     from mmrecbole.config import Config
     from mmrecbole.leaderboard.runner import config_hash
 
-    return f"{model}/{dataset}/{config_hash(Config(model, dataset, config_dict=settings))}/{settings['seed']}"
+    uncapped = {k: v for k, v in settings.items() if k != "epochs"}
+    return f"{model}/{dataset}/{config_hash(Config(model, dataset, config_dict=uncapped))}/{settings['seed']}"
+
+
+def reusable(run, max_epochs):
+    """A saved run answers for this cap if it ran under it, or stopped early before reaching it (nothing in training
+    depends on the cap: no schedule over epochs)."""
+    if run is None:
+        return False
+    return run.get("epochs_budget") == max_epochs or (run["stopped_early"] and run["epochs_run"] <= max_epochs)
 
 
 def ttq(args, workdir):
@@ -98,12 +110,12 @@ def ttq(args, workdir):
             done = json.load(f)["runs"]
     out = {}
     for seed in args.seeds:  # interleave variants per seed: machine noise hits both alike
-        for name in ("recbole-prefix", "ours-all-positions"):
+        for name in ["recbole-prefix"] + args.variants:
             model, extra = VARIANTS[name]
             settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.max_epochs, "stopping_step": 10}
             key = run_key(model, args.dataset, settings)
             r = done.get(key)
-            if r is None:
+            if not reusable(r, args.max_epochs):
                 r = child(model, args.dataset, settings, workdir, keep_per_user=True)
                 r["commit"] = code_commit()
                 done[key] = r
@@ -122,31 +134,34 @@ def ttq(args, workdir):
                          "test_ndcg@10": mean_std([r["test"]["ndcg@10"] for r in runs]),
                          "valid_ndcg@10": mean_std([r["valid"]["ndcg@10"] for r in runs]),
                          "seconds_per_epoch": mean_std([r["train_seconds"] / r["epochs_run"] for r in runs])}
-    base, ours = summary["recbole-prefix"], summary["ours-all-positions"]
-    print("\nvariant                 time to best (s)     test NDCG@10       valid NDCG@10      s/epoch")
+    print("\nvariant                   time to best (s)     test NDCG@10       valid NDCG@10      s/epoch")
     for name, s in summary.items():
-        print(f"{name:22s} {s['seconds_to_best'][0]:8.1f} ± {s['seconds_to_best'][1]:6.1f}   "
+        print(f"{name:24s} {s['seconds_to_best'][0]:8.1f} ± {s['seconds_to_best'][1]:6.1f}   "
               f"{s['test_ndcg@10'][0]:.4f} ± {s['test_ndcg@10'][1]:.4f}   "
               f"{s['valid_ndcg@10'][0]:.4f} ± {s['valid_ndcg@10'][1]:.4f}   {s['seconds_per_epoch'][0]:7.2f}")
-    print(f"time-to-best ratio ours/RecBole: {ours['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x; "
-          f"test NDCG@10 ratio: {ours['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x")
-    # Is the test gap larger than seed noise? The leaderboard's paired tests: over seeds (t-test) and, for the runs
+    # Is a test gap larger than seed noise? The leaderboard's paired tests: over seeds (t-test) and, for the runs
     # that kept per-user values, over users (each user's NDCG@10 averaged over those seeds).
     from mmrecbole.leaderboard.stats import paired_tests
 
-    ours_runs, base_runs = out["ours-all-positions"], out["recbole-prefix"]
-    by_seeds = paired_tests(ours_runs, base_runs, "ndcg@10")
-    with_users = ({r["seed"] for r in ours_runs if r.get("test_per_user")}
-                  & {r["seed"] for r in base_runs if r.get("test_per_user")})
-    by_users = paired_tests([r for r in ours_runs if r["seed"] in with_users],
-                            [r for r in base_runs if r["seed"] in with_users], "ndcg@10")
-    tests = {"p_seeds_t": by_seeds["p_seeds_t"], "p_users_t": by_users["p_users_t"],
-             "p_users_wilcoxon": by_users["p_users_wilcoxon"], "n_users": by_users["n_users"],
-             "seeds_with_users": sorted(with_users)}
-    print(f"paired tests of test NDCG@10, ours vs RecBole: p over seeds {tests['p_seeds_t']:.3f} "
-          f"({len(args.seeds)} seeds); p over users {tests['p_users_t']:.3f} (t) / {tests['p_users_wilcoxon']:.3f} "
-          f"(Wilcoxon), {tests['n_users']} users, seeds {sorted(with_users)} (those with per-user values)")
-    summary["paired_tests"] = tests
+    base = summary["recbole-prefix"]
+    base_runs = out["recbole-prefix"]
+    for name in args.variants:
+        ours, ours_runs = summary[name], out[name]
+        print(f"{name} / RecBole prefix: time to best {ours['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x, "
+              f"test NDCG@10 {ours['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x, "
+              f"valid NDCG@10 {ours['valid_ndcg@10'][0] / base['valid_ndcg@10'][0]:.3f}x")
+        by_seeds = paired_tests(ours_runs, base_runs, "ndcg@10")
+        with_users = ({r["seed"] for r in ours_runs if r.get("test_per_user")}
+                      & {r["seed"] for r in base_runs if r.get("test_per_user")})
+        by_users = paired_tests([r for r in ours_runs if r["seed"] in with_users],
+                                [r for r in base_runs if r["seed"] in with_users], "ndcg@10")
+        ours["paired_tests_vs_recbole"] = {
+            "p_seeds_t": by_seeds["p_seeds_t"], "p_users_t": by_users["p_users_t"],
+            "p_users_wilcoxon": by_users["p_users_wilcoxon"], "n_users": by_users["n_users"],
+            "seeds_with_users": sorted(with_users)}
+        print(f"  paired tests of test NDCG@10: p over seeds {by_seeds['p_seeds_t']:.3f} ({len(args.seeds)} seeds); "
+              f"p over users {by_users['p_users_t']:.3f} (t) / {by_users['p_users_wilcoxon']:.3f} (Wilcoxon), "
+              f"{by_users['n_users']} users, seeds {sorted(with_users)} (those with per-user values)")
     return {"runs": out, "summary": summary}
 
 
@@ -292,6 +307,9 @@ def main():
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--variants", nargs="+", default=["ours-all-positions"],
+                        choices=[v for v in VARIANTS if v.startswith("ours-")],
+                        help="ttq: our variants compared with RecBole's prefix mode")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
