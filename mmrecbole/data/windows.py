@@ -11,7 +11,8 @@ window boundaries by a random offset every epoch. Windows are bucketed by length
 `window_batch_size` windows or, with `window_batch_targets`, about that many targets.
 
 On CUDA the window table (16 bytes per training interaction) is copied to the device once (once per epoch with
-`window_shift`), from pinned memory without blocking; a batch is then a slice of device tensors and training steps make no host-to-device copies at all.
+`window_shift`), from pinned memory without blocking; a batch is then a slice of device tensors and training steps
+make no host-to-device copies at all.
 """
 from __future__ import annotations
 
