@@ -30,8 +30,13 @@ run: $(STAMP)
 	$(PY) -m mmrecbole.features extract --dataset=ml-100k-mm --modality=all
 	$(PY) run_recbole_mm.py --leaderboard properties/leaderboard/quickstart.yaml
 
+# One benchmark script of bench/ (figures go to bench/RESULTS.md by hand): the foundation benchmark by default,
+# any other with BENCH and ARGS, e.g. make bench BENCH=sequential ARGS="ttq --seeds 2020 2021 2022".
+BENCH ?= foundation
+ARGS ?=
 bench: $(STAMP)
-	$(PY) bench/bench_foundation.py
+	@test -f bench/bench_$(BENCH).py || { echo "make bench: no bench/bench_$(BENCH).py; BENCH is one of: $$(ls bench/bench_*.py | sed 's|bench/bench_||; s|\.py||' | tr '\n' ' ')" >&2; exit 2; }
+	$(PY) bench/bench_$(BENCH).py $(ARGS)
 
 clean:
 	rm -rf saved log log_tensorboard .pytest_cache
