@@ -218,3 +218,28 @@ def test_bad_model_settings_name_the_key(planted_mm, bad, message):
     with pytest.raises(ConfigError, match=message):
         run("MMSASRec", "plantedmm", config_dict={**EVAL, **SEQ, "data_path": data_path, "mm_feature_files": files,
                                                   "epochs": 1, **bad}, console_log=False)
+
+
+def test_mmsasrec_without_modalities_is_recbole_sasrec(ring_data_path):
+    # The fair ID-only comparison of the sequential benchmarks rests on this: given RecBole SASRec's weights,
+    # MMSASRec with modalities: [] scores every item as SASRec does (eval mode, full ranking).
+    from recbole.model.sequential_recommender import SASRec
+
+    settings = {**FAST, "data_path": ring_data_path, "MAX_ITEM_LIST_LENGTH": 6, "hidden_size": 16, "inner_size": 32,
+                "n_layers": 2, "n_heads": 2, "initializer_range": 0.5}  # large weights: scores far from 0
+    _, _, _, test, ours = build(Config("MMSASRec", "planted", config_dict={**settings, "modalities": []}))
+    _, _, _, _, theirs = build(Config("SASRec", "planted", config_dict=settings))
+    assert isinstance(theirs, SASRec)
+    with torch.no_grad():
+        theirs.item_embedding.weight[0].zero_()  # RecBole's padding row is random and never trained; ours is zero
+        ours.items.id_embedding.weight.copy_(theirs.item_embedding.weight)
+        ours.position_embedding.weight.copy_(theirs.position_embedding.weight)
+        ours.layer_norm.load_state_dict(theirs.LayerNorm.state_dict())
+        ours.encoder.load_state_dict(theirs.trm_encoder.state_dict())
+    assert bool(ours.items.seen_in_training[1:].all())  # unseen items would be zeroed in ours only
+    ours.eval(), theirs.eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        expected, got = theirs.full_sort_predict(interaction), ours.full_sort_predict(interaction)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got[:, 1:], expected.view(got.shape)[:, 1:], rtol=1e-5, atol=1e-5)
