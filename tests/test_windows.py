@@ -248,23 +248,18 @@ def test_window_table_lives_on_the_cuda_device():
             assert torch.equal(cpu_batch[field], cuda_batch[field].cpu())
 
 
-def _undropped(settings):
-    return {**settings, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "adapter_dropout": 0.0,
-            "modality_dropout": 0.0}
-
-
 def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path):
     # The reason all_positions numbers are comparable with RecBole's prefix mode: under the causal mask the output at
     # position k sees only positions <= k, so a window predicts each target from the same history as its prefix row.
     # MAX_ITEM_LIST_LENGTH 10 >= a user's 8 training items: one window per user, every target with its full history.
     # A mask that let position k see k + 1 (or a target misaligned by one) would separate the two losses.
-    settings = _undropped({**FAST, "data_path": ring_data_path, "modalities": [], "window_batch_size": 16,
-                           "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-                           "initializer_range": 0.5})  # large weights: sharp attention, so a leak shows in the loss
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_batch_size": 16,
+                "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+                "initializer_range": 0.5}  # large weights: sharp attention, so a leak shows in the loss
     _, windows, _, _, model = build(Config("MMSASRec", "planted",
                                            config_dict={**settings, "train_mode": "all_positions"}))
     _, prefixes, _, _, _ = build(Config("MMSASRec", "planted", config_dict={**settings, "train_mode": "prefix"}))
-    model.eval()  # no dropout anywhere
+    model.eval()  # no dropout anywhere (modality and ID dropout too: they check self.training)
     with torch.no_grad():
         window_sum = sum(float(model.calculate_loss(b)) * int((b[TARGETS_FIELD] > 0).sum()) for b in windows)
         prefix_sum = sum(float(model.calculate_loss(b)) * len(b) for b in prefixes)
