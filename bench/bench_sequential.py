@@ -8,6 +8,9 @@
   options     all_positions options one at a time (length bucketing off, torch.compile, CPU bf16, compile + bf16)
               vs the default: steady-state seconds per epoch, first epoch (compilation), test NDCG@10.
   scale       all_positions epoch time on synthetic data of growing size; growth exponent of time vs interactions.
+  curves      validation AND test NDCG@10 after every epoch, no early stopping (a diagnostic: test is read, never
+              selected on): do validation and test rise and fall together under each training mode, and does the
+              validation-selected epoch leave test quality behind? Means over fixed epoch ranges, paired by seed.
   eval        full-ranking test evaluation of one trained model on a large synthetic catalog: RecBole's batching
               (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
 
@@ -15,6 +18,8 @@ Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--
        .venv/bin/python bench/bench_sequential.py throughput
        .venv/bin/python bench/bench_sequential.py options --epochs 6 --repeats 2
        .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
+       .venv/bin/python bench/bench_sequential.py curves --seeds 2020 2021 2022 2023 2024 --epochs 60 \
+           --variants ours-all-positions ours-all-positions-shift
        .venv/bin/python bench/bench_sequential.py eval --items 50000 --sizes 250000
 Each run is a child process (clean RecBole state, own peak memory). Results go to bench/out/sequential-<mode>.json.
 """
@@ -62,11 +67,34 @@ print("RESULT " + json.dumps(r))
 '''
 
 
-def child(model, dataset, settings, workdir, threads=2, keep_per_user=False):
+CURVE_CHILD = r'''
+import json, sys, time
+import torch
+request = json.loads(sys.stdin.read())
+torch.set_num_threads(request.get("threads", 2))
+from mmrecbole import registry
+from mmrecbole.config import Config
+from mmrecbole.quick_start import build
+config = Config(request["model"], request["dataset"], config_dict=request["settings"])
+registry.ensure_dataset(config)
+_, train, valid, test, model = build(config)
+trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+curve, start = [], time.perf_counter()
+def after_validation(epoch, valid_score):
+    # Test after every epoch, for this diagnostic only: nothing here selects on it. Full ranking draws no random
+    # numbers, so the training trajectory is the one ttq runs take.
+    test_result = trainer.evaluate(test, load_best_model=False, show_progress=False)
+    curve.append([int(epoch), float(valid_score), float(test_result["ndcg@10"]), time.perf_counter() - start])
+trainer.fit(train, valid, saved=False, show_progress=False, callback_fn=after_validation)
+print("RESULT " + json.dumps({"curve": curve}))
+'''
+
+
+def child(model, dataset, settings, workdir, threads=2, keep_per_user=False, script=CHILD):
     env = dict(os.environ, PYTHONPATH=PROJECT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     request = {"model": model, "dataset": dataset, "settings": settings, "threads": threads,
                "keep_per_user": keep_per_user}
-    proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(request), capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(request), capture_output=True, text=True,
                           cwd=workdir, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{model} failed:\n{proc.stderr[-3000:]}")
@@ -109,8 +137,9 @@ def ttq(args, workdir):
         with open(partial_path) as f:
             done = json.load(f)["runs"]
     out = {}
+    ours = [name for name in args.variants if name != "recbole-prefix"]  # RecBole's prefix mode always runs
     for seed in args.seeds:  # interleave variants per seed: machine noise hits both alike
-        for name in ["recbole-prefix"] + args.variants:
+        for name in ["recbole-prefix"] + ours:
             model, extra = VARIANTS[name]
             settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.max_epochs, "stopping_step": 10}
             key = run_key(model, args.dataset, settings)
@@ -145,17 +174,18 @@ def ttq(args, workdir):
 
     base = summary["recbole-prefix"]
     base_runs = out["recbole-prefix"]
-    for name in args.variants:
-        ours, ours_runs = summary[name], out[name]
-        print(f"{name} / RecBole prefix: time to best {ours['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x, "
-              f"test NDCG@10 {ours['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x, "
-              f"valid NDCG@10 {ours['valid_ndcg@10'][0] / base['valid_ndcg@10'][0]:.3f}x")
+    for name in ours:
+        ours_summary, ours_runs = summary[name], out[name]
+        print(f"{name} / RecBole prefix: time to best "
+              f"{ours_summary['seconds_to_best'][0] / base['seconds_to_best'][0]:.3f}x, "
+              f"test NDCG@10 {ours_summary['test_ndcg@10'][0] / base['test_ndcg@10'][0]:.3f}x, "
+              f"valid NDCG@10 {ours_summary['valid_ndcg@10'][0] / base['valid_ndcg@10'][0]:.3f}x")
         by_seeds = paired_tests(ours_runs, base_runs, "ndcg@10")
         with_users = ({r["seed"] for r in ours_runs if r.get("test_per_user")}
                       & {r["seed"] for r in base_runs if r.get("test_per_user")})
         by_users = paired_tests([r for r in ours_runs if r["seed"] in with_users],
                                 [r for r in base_runs if r["seed"] in with_users], "ndcg@10")
-        ours["paired_tests_vs_recbole"] = {
+        ours_summary["paired_tests_vs_recbole"] = {
             "p_seeds_t": by_seeds["p_seeds_t"], "p_users_t": by_users["p_users_t"],
             "p_users_wilcoxon": by_users["p_users_wilcoxon"], "n_users": by_users["n_users"],
             "seeds_with_users": sorted(with_users)}
@@ -301,22 +331,94 @@ def evaluation(args, workdir):
     return {"items": args.items, "interactions": args.sizes[0], "runs": out}
 
 
+def curves(args, workdir):
+    """Per-epoch validation and test NDCG@10 of each variant and seed (args.epochs epochs, no early stopping)."""
+    import statistics
+
+    from mmrecbole.leaderboard.report import code_commit
+
+    partial_path = os.path.join(PROJECT, "bench", "out", "sequential-curves.partial.json")
+    done = {}
+    if os.path.exists(partial_path):
+        with open(partial_path) as f:
+            done = json.load(f)["runs"]
+    runs = {}
+    for seed in args.seeds:
+        for name in args.variants:
+            model, extra = VARIANTS[name]
+            settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.epochs, "stopping_step": args.epochs}
+            key = f"{run_key(model, args.dataset, settings)}/{args.epochs}"
+            if key not in done:
+                curve = child(model, args.dataset, settings, workdir, threads=args.threads, script=CURVE_CHILD)
+                done[key] = {**curve, "commit": code_commit()}
+                # Two invocations with different seeds may share the file (one thread each on two cores): merge
+                # with what the other saved meanwhile instead of overwriting it.
+                if os.path.exists(partial_path):
+                    with open(partial_path) as f:
+                        done = {**json.load(f)["runs"], **done}
+                os.makedirs(os.path.dirname(partial_path), exist_ok=True)
+                with open(partial_path + f".{os.getpid()}.tmp", "w") as f:
+                    json.dump({"runs": done}, f)
+                os.replace(partial_path + f".{os.getpid()}.tmp", partial_path)
+            runs.setdefault(name, {})[seed] = done[key]["curve"]
+            print(f"{name:26s} seed {seed}: {len(done[key]['curve'])} epochs (run {key})", flush=True)
+    # Epoch ranges: where the validation-selected epochs fall (ttq: 18-35 for prefix mode, 30-35 for all_positions)
+    # and after; a mean over a range is not the maximum of a noisy curve, so selection does not inflate it.
+    ranges = [(lo, hi) for lo, hi in ((20, 40), (30, 60), (20, 60)) if hi <= args.epochs] or [(0, args.epochs)]
+
+    def mean_over(curve, column, lo, hi):
+        return statistics.mean(row[column] for row in curve if lo <= row[0] < hi)
+
+    summary = {}
+    print(f"\n{'variant':26s} {'epochs':>7s}  valid NDCG@10  test NDCG@10  valid - test   (means over seeds)")
+    for name, by_seed in runs.items():
+        at_best = []
+        for curve in by_seed.values():
+            best = max(curve, key=lambda row: (row[1], row[0]))  # RecBole keeps the later epoch on ties
+            at_best.append(best)
+        summary[name] = {"at_best_valid": {"epoch": [b[0] for b in at_best], "valid": [b[1] for b in at_best],
+                                           "test": [b[2] for b in at_best]}}
+        print(f"{name:26s} {'best':>7s}  {statistics.mean(b[1] for b in at_best):.4f}         "
+              f"{statistics.mean(b[2] for b in at_best):.4f}        "
+              f"{statistics.mean(b[1] - b[2] for b in at_best):+.4f}   (at the best validation epoch)")
+        for lo, hi in ranges:
+            valid = [mean_over(c, 1, lo, hi) for c in by_seed.values()]
+            test = [mean_over(c, 2, lo, hi) for c in by_seed.values()]
+            summary[name][f"{lo}-{hi - 1}"] = {"valid": valid, "test": test}
+            print(f"{name:26s} {lo:>3d}-{hi - 1:<3d}  {statistics.mean(valid):.4f}         {statistics.mean(test):.4f}"
+                  f"        {statistics.mean(v - t for v, t in zip(valid, test)):+.4f}")
+    base = args.variants[0]
+    for name in args.variants[1:]:
+        seeds = sorted(set(runs[name]) & set(runs[base]))
+        for lo, hi in ranges:
+            dv = [mean_over(runs[name][s], 1, lo, hi) - mean_over(runs[base][s], 1, lo, hi) for s in seeds]
+            dt = [mean_over(runs[name][s], 2, lo, hi) - mean_over(runs[base][s], 2, lo, hi) for s in seeds]
+            summary[name][f"minus_{base}_{lo}-{hi - 1}"] = {"seeds": seeds, "valid": dv, "test": dt}
+            print(f"{name} - {base}, epochs {lo}-{hi - 1}, per seed {seeds}: valid "
+                  f"{' '.join(f'{d:+.4f}' for d in dv)} (mean {statistics.mean(dv):+.4f}); test "
+                  f"{' '.join(f'{d:+.4f}' for d in dt)} (mean {statistics.mean(dt):+.4f})")
+    return {"runs": runs, "summary": summary}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ttq", "throughput", "options", "scale", "eval"])
+    parser.add_argument("mode", choices=["ttq", "throughput", "options", "scale", "eval", "curves"])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["ours-all-positions"],
-                        choices=[v for v in VARIANTS if v.startswith("ours-")],
-                        help="ttq: our variants compared with RecBole's prefix mode")
+                        choices=list(VARIANTS),
+                        help="ttq: our variants compared with RecBole's prefix mode (always run); curves: the "
+                             "variants to trace, differences taken against the first")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="curves: torch threads per run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        modes = {"ttq": ttq, "throughput": throughput, "options": options, "scale": scale, "eval": evaluation}
+        modes = {"ttq": ttq, "throughput": throughput, "options": options, "scale": scale, "eval": evaluation,
+                 "curves": curves}
         result = modes[args.mode](args, workdir)
     os.makedirs(os.path.join(PROJECT, "bench", "out"), exist_ok=True)
     with open(os.path.join(PROJECT, "bench", "out", f"sequential-{args.mode}.json"), "w") as f:
