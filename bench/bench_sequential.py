@@ -347,8 +347,10 @@ def curves(args, workdir):
         for name in args.variants:
             model, extra = VARIANTS[name]
             settings = {**BACKBONE, **extra, "seed": seed, "epochs": args.epochs, "stopping_step": args.epochs}
-            key = f"{run_key(model, args.dataset, settings)}/{args.epochs}"
-            if key not in done:
+            # No schedule depends on the epoch count and nothing stops early: a longer saved curve answers for a
+            # shorter one (its first epochs), so the key leaves the count out.
+            key = run_key(model, args.dataset, settings)
+            if len(done.get(key, {}).get("curve", [])) < args.epochs:
                 curve = child(model, args.dataset, settings, workdir, threads=args.threads, script=CURVE_CHILD)
                 done[key] = {**curve, "commit": code_commit()}
                 # Two invocations with different seeds may share the file (one thread each on two cores): merge
@@ -360,8 +362,8 @@ def curves(args, workdir):
                 with open(partial_path + f".{os.getpid()}.tmp", "w") as f:
                     json.dump({"runs": done}, f)
                 os.replace(partial_path + f".{os.getpid()}.tmp", partial_path)
-            runs.setdefault(name, {})[seed] = done[key]["curve"]
-            print(f"{name:26s} seed {seed}: {len(done[key]['curve'])} epochs (run {key})", flush=True)
+            runs.setdefault(name, {})[seed] = done[key]["curve"][: args.epochs]
+            print(f"{name:26s} seed {seed}: {args.epochs} epochs (run {key}, commit {done[key]['commit']})", flush=True)
     # Epoch ranges: where the validation-selected epochs fall (ttq: 18-35 for prefix mode, 30-35 for all_positions)
     # and after; a mean over a range is not the maximum of a noisy curve, so selection does not inflate it.
     ranges = [(lo, hi) for lo, hi in ((20, 40), (30, 60), (20, 60)) if hi <= args.epochs] or [(0, args.epochs)]
