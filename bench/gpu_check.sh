@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 6 as one prepared script for a lent CUDA machine (15 minutes of device time in all, so it
+# must end well inside one call). In order of what matters most:
+#   1. throughput alone on the GPU (timed): all_positions fp32 vs CUDA AMP vs RecBole prefix, seconds per epoch;
+#   2. then, at the same time (neither is timed for a claim): the gpu-marked tests, and time-to-quality seeds of
+#      RecBole prefix vs all_positions, one process per seed, cut at a fixed deadline: a seed whose two runs did not
+#      both finish is left out of the summary.
+# Usage on the device machine, from the repo root:  OUT=<folder> bash bench/gpu_check.sh
+# The machine's python has numpy 2; RecBole 1.2.1 needs numpy<2, so its pinned stack travels as .whl/site312.tar.xz
+# (made here by unzipping the cp312 wheels of numpy, pandas, scipy, recbole and its small deps, tests stripped).
+# Env: PY (python, default python3); USE_SITE=0 (not the carried stack: a dry run of the plumbing elsewhere);
+#      DEADLINE_S (seconds from start at which ttq seeds are cut, default 480); TTQ_SEEDS (default 2020..2027);
+#      THROUGHPUT_EPOCHS (default 3).
+set -u
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+OUT=${OUT:?set OUT to a folder for the results}
+DEADLINE_S=${DEADLINE_S:-480}
+TTQ_SEEDS=${TTQ_SEEDS:-"2020 2021 2022 2023 2024 2025 2026 2027"}
+ROOT=$(pwd)
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+
+SITE=""
+if [ -f .whl/site312.tar.xz ] && [ "${USE_SITE:-1}" = 1 ]; then
+    tar -C /tmp -xJf .whl/site312.tar.xz || exit 1
+    SITE=/tmp/site312:
+fi
+export PYTHONPATH=$SITE$ROOT
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    "$PY" -c "import sys, torch, numpy, scipy, pandas, recbole; print('python', sys.version.split()[0], 'torch',
+torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'scipy', scipy.__version__,
+'pandas', pandas.__version__, 'recbole', recbole.__version__)"
+    nproc
+} 2>&1 | tee "$OUT/env.txt"
+
+# Every bench run works in its own copy of the code (ttq's resume file is per tree): the bench/out of the tree this
+# script runs from is never written.
+copy_of_tree() {
+    rm -rf "$1" && mkdir -p "$1" &&
+        tar -C "$ROOT" --exclude=bench/out -cf - mmrecbole properties bench setup.py | tar -C "$1" -xf -
+}
+bench_in() {  # bench_in <copy> <timeout seconds> <bench_sequential.py arguments...>
+    local copy=$1 limit=$2
+    shift 2
+    (cd "$copy" && PYTHONPATH=$SITE$copy timeout "$limit" "$PY" bench/bench_sequential.py "$@")
+}
+
+echo "== throughput at $(elapsed) s"
+copy_of_tree /tmp/gpu-throughput
+bench_in /tmp/gpu-throughput 150 throughput --epochs "${THROUGHPUT_EPOCHS:-3}" 2>&1 | tee "$OUT/throughput.txt"
+cp /tmp/gpu-throughput/bench/out/sequential-throughput.json "$OUT/sequential-throughput-gpu.json" 2>/dev/null
+
+echo "== ttq seeds and gpu tests at $(elapsed) s"
+left=$(( DEADLINE_S - $(elapsed) ))
+for seed in $TTQ_SEEDS; do
+    copy_of_tree /tmp/ttq-$seed
+    bench_in /tmp/ttq-$seed "$left" ttq --seeds "$seed" > /tmp/ttq-$seed/ttq.log 2>&1 &
+done
+timeout $(( left > 60 ? left - 30 : 30 )) "$PY" -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -40 \
+    | tee "$OUT/gpu-tests.txt"
+wait
+
+echo "== ttq summary at $(elapsed) s"
+# The seeds whose two runs both finished go into one more copy's resume file: ttq over just those seeds then reuses
+# every run (trains nothing) and prints the summary with the paired tests.
+copy_of_tree /tmp/ttq-summary && mkdir -p /tmp/ttq-summary/bench/out
+"$PY" - "$TTQ_SEEDS" /tmp/ttq-summary/bench/out/sequential-ttq.partial.json <<'MERGE' | tee "$OUT/ttq-seeds.txt"
+import json, os, sys
+runs, complete = {}, []
+for seed in sys.argv[1].split():
+    path = f"/tmp/ttq-{seed}/bench/out/sequential-ttq.partial.json"
+    if os.path.exists(path):
+        found = json.load(open(path))["runs"]
+        runs.update(found)
+        if len(found) == 2:  # RecBole prefix and ours
+            complete.append(seed)
+json.dump({"runs": runs}, open(sys.argv[2], "w"), default=str)
+print(" ".join(complete))
+MERGE
+complete=$(tail -1 "$OUT/ttq-seeds.txt")
+cat /tmp/ttq-*/ttq.log > "$OUT/ttq-logs.txt" 2>/dev/null
+if [ -n "$complete" ]; then
+    bench_in /tmp/ttq-summary 60 ttq --seeds $complete 2>&1 | tee "$OUT/ttq.txt"
+    cp /tmp/ttq-summary/bench/out/sequential-ttq.partial.json "$OUT/sequential-ttq-gpu.partial.json"
+fi
+echo "== done at $(elapsed) s"
