@@ -40,6 +40,10 @@ BACKBONE = {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "
 VARIANTS = {
     "recbole-prefix": ("SASRec", {"train_batch_size": 2048}),
     "ours-all-positions": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 128}),
+    "ours-prefix": ("MMSASRec", {"modalities": [], "train_mode": "prefix", "train_batch_size": 2048}),
+    "ours-all-positions-lr2e-3": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
+                                               "window_batch_size": 128, "learning_rate": 0.002}),
+    "ours-window-64": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 64}),
     "ours-all-positions-shift": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
                                               "window_batch_size": 128, "window_shift": True}),
     "ours-all-positions-bf16": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
