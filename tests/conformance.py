@@ -54,18 +54,21 @@ class RecommenderConformance:
 
     @staticmethod
     @torch.no_grad()
-    def full_scores(model, interaction):
+    def full_scores(model, interaction, device=None, on_device=False):
         """Scores of every item, as the evaluator gets them (predict over all items when a model has no
-        full_sort_predict, e.g. NeuMF)."""
-        interaction = interaction.to(next_device(model))
+        full_sort_predict, e.g. NeuMF), for the interaction moved to `device` (default: where the model's tensors
+        are); as float32 on the CPU unless `on_device`."""
+        device = device if device is not None else next_device(model)
+        interaction = interaction.to(device)
         try:
             scores = model.full_sort_predict(interaction)
         except NotImplementedError:
             n_items = model.n_items
             paired = interaction.repeat_interleave(n_items)
             paired.update(Interaction({model.ITEM_ID: torch.arange(n_items).repeat(len(interaction))}))
-            scores = model.predict(paired.to(next_device(model)))
-        return scores.reshape(len(interaction), -1).float().cpu()
+            scores = model.predict(paired.to(device))
+        scores = scores.reshape(len(interaction), -1)
+        return scores if on_device else scores.float().cpu()
 
     # -- the contract -------------------------------------------------------------------------------------------
     def test_scores_have_the_right_shape_and_predict_agrees_with_full_sort(self, data_path):
@@ -127,23 +130,34 @@ class RecommenderConformance:
         _, trainer, _, test = self.fitted(data_path, saved=True, epochs=1, gpu_id="")
         config = self.make_config(data_path, epochs=1)
         _, _, _, _, cuda_model = build(config)
-        assert torch.device(config["device"]).type == "cuda"
-        checkpoint.read(trainer.saved_model_file).restore_into(cuda_model, device=config["device"])
+        device = torch.device(config["device"])
+        assert device.type == "cuda"
+        checkpoint.read(trainer.saved_model_file).restore_into(cuda_model, device=device)
         cuda_model.eval()
-        assert next_device(cuda_model).type == "cuda"
         batch = self.first_batch(test)[0]
-        torch.testing.assert_close(self.full_scores(cuda_model, batch), self.full_scores(trainer.model, batch),
+        on_cuda = self.assert_scores_on(cuda_model, batch, device)
+        torch.testing.assert_close(on_cuda.float().cpu(), self.full_scores(trainer.model, batch),
                                    rtol=1e-4, atol=1e-4)
 
     @pytest.mark.gpu
     def test_trains_on_cuda(self, data_path):
         config, trainer, _, test = self.fitted(data_path, epochs=2, stopping_step=100)
-        assert next_device(trainer.model).type == "cuda"
-        scores = self.full_scores(trainer.model, self.first_batch(test)[0])
+        device = torch.device(config["device"])
+        assert device.type == "cuda"
+        scores = self.assert_scores_on(trainer.model, self.first_batch(test)[0], device)
         assert torch.isfinite(scores[:, 1:]).all()
         if self.GRADIENT_TRAINED:
             losses = [float(sum(v) if isinstance(v, tuple) else v) for v in trainer.train_loss_dict.values()]
             assert all(torch.isfinite(torch.tensor(losses)))
+
+    def assert_scores_on(self, model, interaction, device):
+        """Full scores for an interaction on `device`, checked to come back there (the evaluator ranks them there)
+        and computed there by every model that has tensors (implicit's item-kNN keeps scipy matrices: host work)."""
+        if any(True for _ in model.parameters()) or any(True for _ in model.buffers()):
+            assert next_device(model).type == device.type
+        scores = self.full_scores(model, interaction, device=device, on_device=True)
+        assert scores.device.type == device.type
+        return scores
 
 
 def next_device(model):
