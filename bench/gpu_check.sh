@@ -7,7 +7,7 @@
 #      both finish is left out of the summary.
 # Usage on the device machine, from the repo root:  OUT=<folder> bash bench/gpu_check.sh
 # The machine's python has numpy 2; RecBole 1.2.1 needs numpy<2, so its pinned stack travels as .whl/site312.tar.xz
-# (made here by unzipping the cp312 wheels of numpy, pandas, scipy, recbole and its small deps, tests stripped).
+# (made here by bench/gpu_site.sh). Call the device tool's run with carry [".whl"].
 # Env: PY (python, default python3); USE_SITE=0 (not the carried stack: a dry run of the plumbing elsewhere);
 #      DEADLINE_S (seconds from start at which ttq seeds are cut, default 480); TTQ_SEEDS (default 2020..2027);
 #      THROUGHPUT_EPOCHS (default 3; 0 skips throughput); TTQ_VARIANTS (ours, default ours-all-positions; RecBole
@@ -20,6 +20,10 @@ OUT=${OUT:?set OUT to a folder for the results}
 DEADLINE_S=${DEADLINE_S:-480}
 TTQ_SEEDS=${TTQ_SEEDS:-"2020 2021 2022 2023 2024 2025 2026 2027"}
 TTQ_VARIANTS=${TTQ_VARIANTS:-ours-all-positions}
+# Each seed's process trains its variants in turn: the prefix-mode ones (minutes each) go last, so a deadline cuts
+# them and not the cheap ones queued behind them.
+TTQ_VARIANTS="$(for v in $TTQ_VARIANTS; do case $v in *prefix*) ;; *) printf '%s ' "$v" ;; esac; done)$(
+    for v in $TTQ_VARIANTS; do case $v in *prefix*) printf '%s ' "$v" ;; esac; done)"
 PRIOR_TTQ=${PRIOR_TTQ:-}
 ROOT=$(pwd)
 start=$(date +%s)
