@@ -15,6 +15,7 @@
               (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
 
 Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--variants ours-all-positions ...]
+           (ttq also prints test NDCG@10 by users' training-history length, for the seeds with per-user values)
        .venv/bin/python bench/bench_sequential.py throughput
        .venv/bin/python bench/bench_sequential.py options --epochs 6 --repeats 2
        .venv/bin/python bench/bench_sequential.py scale --sizes 100000 1000000
@@ -43,6 +44,13 @@ VARIANTS = {
     "ours-prefix": ("MMSASRec", {"modalities": [], "train_mode": "prefix", "train_batch_size": 2048}),
     "ours-all-positions-lr2e-3": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
                                                "window_batch_size": 128, "learning_rate": 0.002}),
+    "ours-all-positions-relative": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
+                                                 "window_batch_size": 128, "position_encoding": "relative"}),
+    "ours-all-positions-relative-context25": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
+                                                           "window_batch_size": 128, "position_encoding": "relative",
+                                                           "window_context": 25}),
+    "ours-prefix-relative": ("MMSASRec", {"modalities": [], "train_mode": "prefix", "train_batch_size": 2048,
+                                          "position_encoding": "relative"}),
     "ours-window-64": ("MMSASRec", {"modalities": [], "train_mode": "all_positions", "window_batch_size": 64}),
     "ours-all-positions-shift": ("MMSASRec", {"modalities": [], "train_mode": "all_positions",
                                               "window_batch_size": 128, "window_shift": True}),
@@ -196,7 +204,49 @@ def ttq(args, workdir):
         print(f"  paired tests of test NDCG@10: p over seeds {by_seeds['p_seeds_t']:.3f} ({len(args.seeds)} seeds); "
               f"p over users {by_users['p_users_t']:.3f} (t) / {by_users['p_users_wilcoxon']:.3f} (Wilcoxon), "
               f"{by_users['n_users']} users, seeds {sorted(with_users)} (those with per-user values)")
+        if with_users:
+            ours_summary["by_history_length"] = by_history_length(
+                [r for r in ours_runs if r["seed"] in with_users], [r for r in base_runs if r["seed"] in with_users],
+                training_lengths(args.dataset))
     return {"runs": out, "summary": summary}
+
+
+#: Users grouped by their number of training items; with MAX_ITEM_LIST_LENGTH 50 the first group trains in a single
+#: all_positions window (up to 50 targets), where a window predicts every target from the same history as its prefix
+#: row; longer users are cut into several windows.
+HISTORY_BINS = ((1, 51, "<= 51 (one window)"), (52, 101, "52-101"), (102, 201, "102-201"), (202, None, "> 201"))
+
+
+def training_lengths(dataset):
+    """{user token: number of training interactions} under the bench's split (leave-one-out: all but two)."""
+    import numpy as np
+
+    from mmrecbole import registry
+    from mmrecbole.config import Config
+
+    config = Config("SASRec", dataset, config_dict={**BACKBONE, "gpu_id": ""})
+    data = registry.create_dataset(config)
+    users = np.asarray(data.inter_feat[data.uid_field])  # a DataFrame column before the dataloaders are built
+    counts = np.bincount(users, minlength=data.user_num)
+    return {str(data.id2token(data.uid_field, u)): int(c) - 2 for u, c in enumerate(counts) if u > 0 and c > 0}
+
+
+def by_history_length(ours_runs, base_runs, lengths):
+    """Per HISTORY_BINS group: users, and test NDCG@10 of RecBole prefix and ours (per-user means over seeds)."""
+    import numpy as np
+
+    from mmrecbole.leaderboard.stats import per_user_means
+
+    mine, theirs = per_user_means(ours_runs, "ndcg@10"), per_user_means(base_runs, "ndcg@10")
+    rows = []
+    for low, high, label in HISTORY_BINS:
+        users = [u for u in mine if u in theirs and low <= lengths[u] and (high is None or lengths[u] <= high)]
+        if users:
+            base, ours = np.mean([theirs[u] for u in users]), np.mean([mine[u] for u in users])
+            rows.append({"training_items": label, "users": len(users), "recbole_prefix": base, "ours": ours})
+            print(f"    users with {label:20s} training items: {len(users):4d} users, test NDCG@10 RecBole prefix "
+                  f"{base:.4f}, ours {ours:.4f} ({ours - base:+.4f})")
+    return rows
 
 
 def throughput(args, workdir):

@@ -10,7 +10,8 @@
 # (made here by bench/gpu_site.sh). Call the device tool's run with carry [".whl"].
 # Env: PY (python, default python3); USE_SITE=0 (not the carried stack: a dry run of the plumbing elsewhere);
 #      DEADLINE_S (seconds from start at which ttq seeds are cut, default 480); TTQ_SEEDS (default 2020..2027);
-#      THROUGHPUT_EPOCHS (default 3; 0 skips throughput); TTQ_VARIANTS (ours, default ours-all-positions; RecBole
+#      THROUGHPUT_EPOCHS (default 3; 0 skips throughput); TTQ_VARIANTS (ours, default ours-all-positions and
+#      ours-all-positions-relative; RecBole
 #      prefix always runs); PRIOR_TTQ (a ttq resume file from an earlier run on this kind of machine: its finished
 #      runs are reused, e.g. RecBole prefix's, so that only new variants train).
 set -u
@@ -19,7 +20,7 @@ PY=${PY:-python3}
 OUT=${OUT:?set OUT to a folder for the results}
 DEADLINE_S=${DEADLINE_S:-480}
 TTQ_SEEDS=${TTQ_SEEDS:-"2020 2021 2022 2023 2024 2025 2026 2027"}
-TTQ_VARIANTS=${TTQ_VARIANTS:-ours-all-positions}
+TTQ_VARIANTS=${TTQ_VARIANTS:-"ours-all-positions ours-all-positions-relative"}
 # Each seed's process trains its variants in turn: the prefix-mode ones (minutes each) go last, so a deadline cuts
 # them and not the cheap ones queued behind them.
 TTQ_VARIANTS="$(for v in $TTQ_VARIANTS; do case $v in *prefix*) ;; *) printf '%s ' "$v" ;; esac; done)$(

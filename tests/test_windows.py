@@ -88,8 +88,10 @@ def test_loader_matches_the_training_split(ring_data_path):
                for seq in seqs)
 
 
-def test_all_positions_mode_learns_the_planted_answer(ring_data_path):
+@pytest.mark.parametrize("position_encoding", ["absolute", "relative"])
+def test_all_positions_mode_learns_the_planted_answer(ring_data_path, position_encoding):
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions",
+                "position_encoding": position_encoding,
                 "window_batch_size": 16, "hidden_size": 32, "inner_size": 64, "n_layers": 1,
                 "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.01, "epochs": 40}
     result = run("MMSASRec", "planted", config_dict=settings, console_log=False)
@@ -248,14 +250,16 @@ def test_window_table_lives_on_the_cuda_device():
             assert torch.equal(cpu_batch[field], cuda_batch[field].cpu())
 
 
-def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path):
+@pytest.mark.parametrize("position_encoding", ["absolute", "relative"])
+def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path, position_encoding):
     # The reason all_positions numbers are comparable with RecBole's prefix mode: under the causal mask the output at
     # position k sees only positions <= k, so a window predicts each target from the same history as its prefix row.
     # MAX_ITEM_LIST_LENGTH 10 >= a user's 8 training items: one window per user, every target with its full history.
     # A mask that let position k see k + 1 (or a target misaligned by one) would separate the two losses.
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_batch_size": 16,
                 "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
-                "initializer_range": 0.5}  # large weights: sharp attention, so a leak shows in the loss
+                "initializer_range": 0.5,  # large weights: sharp attention, so a leak shows in the loss
+                "position_encoding": position_encoding}
     _, windows, _, _, model = build(Config("MMSASRec", "planted",
                                            config_dict={**settings, "train_mode": "all_positions"}))
     _, prefixes, _, _, _ = build(Config("MMSASRec", "planted", config_dict={**settings, "train_mode": "prefix"}))
@@ -266,3 +270,46 @@ def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path):
     n_prefix_rows = sum(len(b) for b in prefixes)
     assert n_prefix_rows == windows.n_targets == 7 * len(ring_walks())
     assert window_sum / windows.n_targets == pytest.approx(prefix_sum / n_prefix_rows, rel=1e-5)
+
+
+def _relative_and_absolute_models(ring_data_path):
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
+                "inner_size": 32, "initializer_range": 0.5}
+    return [build(Config("MMSASRec", "planted", config_dict={**settings, "position_encoding": encoding}))[4].eval()
+            for encoding in ("relative", "absolute")]
+
+
+def test_relative_positions_read_a_history_alike_wherever_it_starts(ring_data_path):
+    # The point of position_encoding: relative. A history [a, b, c] read at its last item gives the same output
+    # whether it starts at position 0 or after two masked (padding) slots, as a target does inside an all_positions
+    # window whatever the window's alignment. Absolute position vectors tell the two apart.
+    relative, absolute = _relative_and_absolute_models(ring_data_path)
+    history = torch.tensor([5, 9, 2])
+    at_start = torch.cat([history, torch.zeros(7, dtype=torch.long)]).unsqueeze(0)
+    shifted = torch.cat([torch.zeros(2, dtype=torch.long), history, torch.zeros(5, dtype=torch.long)]).unsqueeze(0)
+    outputs = {}
+    with torch.no_grad():
+        for name, model in (("relative", relative), ("absolute", absolute)):
+            table = model.items()
+            outputs[name] = (model.encode_all(at_start, table)[0, 2], model.encode_all(shifted, table)[0, 4])
+    torch.testing.assert_close(outputs["relative"][0], outputs["relative"][1], rtol=1e-5, atol=1e-5)
+    assert (outputs["absolute"][0] - outputs["absolute"][1]).abs().max() > 1e-2
+
+
+def test_relative_positions_are_read_through_the_distance_bias(ring_data_path):
+    # The bias must reach the attention logits: the same history read without it gives another output.
+    relative, _ = _relative_and_absolute_models(ring_data_path)
+    sequence = torch.tensor([[5, 9, 2, 7, 0]])
+    with torch.no_grad():
+        with_bias = relative.encode_all(sequence, relative.items())[0, 3]
+        relative.distance_bias.weight.zero_()
+        without_bias = relative.encode_all(sequence, relative.items())[0, 3]
+    assert (with_bias - without_bias).abs().max() > 1e-2
+
+
+def test_an_unknown_position_encoding_names_the_key(ring_data_path):
+    from mmrecbole.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="position_encoding must be 'absolute' or 'relative', got 'rotary'"):
+        build(Config("MMSASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "modalities": [],
+                                                          "position_encoding": "rotary"}))

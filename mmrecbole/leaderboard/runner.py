@@ -32,7 +32,7 @@ _PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "
 # Keys added after runs were cached whose default reproduces the earlier behaviour exactly: at that default they stay
 # out of the hash, so adding such a key does not orphan the run cache; any other value is hashed as usual.
 _KEYS_NEUTRAL_AT_DEFAULT = {"window_bucketing": True, "torch_compile": False, "window_context": 0,
-                            "window_batch_targets": 0, "window_shift": False}
+                            "window_batch_targets": 0, "window_shift": False, "position_encoding": "absolute"}
 
 
 def config_hash(config: Config) -> str:

@@ -41,7 +41,7 @@ def choose_baseline(summaries) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-def _per_user_means(runs, metric):
+def per_user_means(runs, metric):
     """{user_id: mean over seeds of the per-user test metric}."""
     sums, counts = {}, {}
     for run in runs:
@@ -55,7 +55,7 @@ def _per_user_means(runs, metric):
 def paired_tests(runs, baseline_runs, metric) -> dict:
     """p-values of `runs` vs `baseline_runs` on `metric`: over users (t-test, Wilcoxon) and over seeds (t-test)."""
     out = {"p_users_t": np.nan, "p_users_wilcoxon": np.nan, "p_seeds_t": np.nan, "n_users": 0}
-    mine, theirs = _per_user_means(runs, metric), _per_user_means(baseline_runs, metric)
+    mine, theirs = per_user_means(runs, metric), per_user_means(baseline_runs, metric)
     users = sorted(set(mine) & set(theirs))
     if len(users) >= 2:
         a = np.array([mine[u] for u in users])

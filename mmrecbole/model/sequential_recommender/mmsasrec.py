@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 from recbole.model.layers import TransformerEncoder
 
+from mmrecbole.errors import ConfigError
 from mmrecbole.model.sequential_recommender.mm_base import MMSequentialRecommender, init_like_recbole
 
 
@@ -10,7 +11,17 @@ class MMSASRec(MMSequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         hidden = config["hidden_size"]
-        self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
+        self.position_encoding = config["position_encoding"]
+        if self.position_encoding == "absolute":  # SASRec's: a learned vector per position, added to the items
+            self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
+        elif self.position_encoding == "relative":
+            # A learned bias per head and distance (query position minus key position) on the attention logits, no
+            # position vectors: a prediction depends on the order of its history, not on where the sequence starts.
+            # That makes a target inside an all_positions window look exactly like the same target read at the end
+            # of a prefix row or of an evaluation query, whatever the window's alignment.
+            self.distance_bias = nn.Embedding(self.max_seq_length, config["n_heads"])
+        else:
+            raise ConfigError(f"position_encoding must be 'absolute' or 'relative', got {self.position_encoding!r}")
         self.encoder = TransformerEncoder(
             n_layers=config["n_layers"],
             n_heads=config["n_heads"],
@@ -27,6 +38,13 @@ class MMSASRec(MMSequentialRecommender):
         self.apply(lambda module: init_like_recbole(module, config["initializer_range"]))
 
     def encode_all(self, item_seq, table):
-        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
-        hidden = self.dropout(self.layer_norm(table[item_seq] + self.position_embedding(positions)))
-        return self.encoder(hidden, self.get_attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        mask = self.get_attention_mask(item_seq)  # [B, 1, L, L], additive: 0 where attended, -10000 elsewhere
+        hidden = table[item_seq]
+        if self.position_encoding == "absolute":
+            hidden = hidden + self.position_embedding(positions).unsqueeze(0)
+        else:
+            distance = (positions.unsqueeze(1) - positions.unsqueeze(0)).clamp(min=0)  # [L, L]; j > p is masked
+            mask = mask + self.distance_bias(distance).permute(2, 0, 1).unsqueeze(0)  # [B, heads, L, L]
+        hidden = self.dropout(self.layer_norm(hidden))
+        return self.encoder(hidden, mask, output_all_encoded_layers=False)[-1]
