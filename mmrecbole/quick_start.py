@@ -20,6 +20,15 @@ def _metrics(result) -> dict:
     return {k: float(v) for k, v in (result or {}).items()}
 
 
+def learned_value_count(model) -> int:
+    """What a run learned, in numbers: trainable tensor elements, or, for a model fitted outside autograd (implicit's
+    factors and neighbour lists), the values its fit produced (`fitted_value_count`)."""
+    fitted = getattr(model, "fitted_value_count", None)
+    if callable(fitted):
+        return int(fitted())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def build(config: Config):
     """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does."""
     compat.set_seed(config["seed"], config["reproducibility"])
@@ -94,7 +103,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         "seconds_to_best": next((t for e, _, t in history if e == best["epoch"]), None),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
-        "n_parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "n_parameters": learned_value_count(model_obj),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
         "test_per_user": {k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)

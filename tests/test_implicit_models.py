@@ -15,7 +15,7 @@ from mmrecbole import compat, registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
-from mmrecbole.quick_start import build, load, run
+from mmrecbole.quick_start import build, learned_value_count, load, run
 from tests.conformance import RecommenderConformance
 from tests.planted import FAST
 
@@ -156,6 +156,17 @@ def test_als_ranks_the_held_out_diagonal_item_first_on_a_checkerboard(tmp_path):
     # Two factors for two blocks (with spare factors and little regularisation ALS starts to fit the held-out hole).
     # The only unmasked item of the user's parity is the held-out one; the other parity's items are all candidates.
     assert result["test"]["hit@1"] >= 0.95
+    # 24 users and 24 items (+ RecBole's padding row each) x 2 factors: what ALS learned, though no nn.Parameter holds it
+    assert result["n_parameters"] == (25 + 25) * 2
+
+
+def test_item_knn_counts_its_kept_neighbour_similarities_as_its_parameters(ring_data_path):
+    config = Config("ImplicitItemKNN", "planted", config_dict=settings(ring_data_path, k=3))
+    _, train, valid, _, model = build(config)
+    assert learned_value_count(model) == 0  # nothing fitted yet
+    registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model).fit(train, valid, saved=False)
+    n_items = model.similarity.shape[0]
+    assert n_items < learned_value_count(model) <= 3 * n_items  # k = 3: at most 3 kept neighbours per item
 
 
 # ---- item-kNN variants ------------------------------------------------------------------------------------------

@@ -116,6 +116,10 @@ class ImplicitRecommender(GeneralRecommender):
         """Fit on `dataset` (RecBole's training split) and keep the result in buffers / other_parameter."""
         raise NotImplementedError
 
+    def fitted_value_count(self) -> int:
+        """How many values the fit learned (no nn.Parameter holds them, so RecBole's parameter count would say 0)."""
+        raise NotImplementedError
+
     def calculate_loss(self, interaction):
         raise NotImplementedError(
             f"{type(self).__name__} is fitted by implicit in one pass (FitOnceTrainer); it has no training loss"

@@ -55,6 +55,9 @@ class ImplicitFactorModel(ImplicitRecommender):
         self.register_buffer("user_factors", torch.zeros(self.n_users, width))
         self.register_buffer("item_factors", torch.zeros(self.n_items, width))
 
+    def fitted_value_count(self) -> int:
+        return self.user_factors.numel() + self.item_factors.numel()
+
     # subclasses: the matrix implicit fits on, and the implicit estimator
     def training_matrix(self, dataset):
         raise NotImplementedError
@@ -223,6 +226,9 @@ class ImplicitItemKNN(ImplicitRecommender):
         _quiet_fit(estimator, history, show_progress)
         self.similarity = estimator.similarity.tocsr()
         self.history = history
+
+    def fitted_value_count(self) -> int:
+        return 0 if self.similarity is None else int(self.similarity.nnz)  # the kept neighbour similarities
 
     def _check_fitted(self):
         if self.similarity is None:
