@@ -115,15 +115,18 @@ def bare_run(config):
     start = time.perf_counter()
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        counts = train.inter_matrix(form="csr")
+        # implicit sees the real users x items only (RecBole's padding row/column 0 dropped): its row n is
+        # RecBole's id n + 1, as in our wrappers.
+        counts = train.inter_matrix(form="csr")[1:, 1:].tocsr()
         estimator = bare_estimator(config)
         estimator.fit(bare_training_matrix(config, counts), show_progress=False)
         metrics = {}
         for phase, split in [("valid", valid), ("test", test)]:
             users, items = targets(split)
             extra = 1 if phase == "test" else 0
-            recommended, _ = estimator.recommend(users, counts[users], N=max(KS) + extra,
-                                                 filter_already_liked_items=True, filter_items=[0])
+            recommended, _ = estimator.recommend(users - 1, counts[users - 1], N=max(KS) + extra,
+                                                 filter_already_liked_items=True)
+            recommended = recommended + 1
             if extra:
                 recommended = np.stack([row[row != valid_item_of[user]][:max(KS)]
                                         for row, user in zip(recommended, users)])

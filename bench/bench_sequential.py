@@ -349,9 +349,13 @@ loaded = load_run(request["checkpoint"])
 config = loaded.config
 config["eval_batch_size"] = request["eval_batch_size"]
 from recbole.data.dataloader import FullSortEvalDataLoader
-# RecBole's loader counts eval_batch_size in sequences; ours (compat) in scores.
-loader = FullSortEvalDataLoader if request["recbole_batching"] else compat.ScoreBoundedFullSortEvalDataLoader
+# RecBole's loader counts eval_batch_size in sequences; ours (compat) in scores. Both mask every seen item.
+class RecBoleBatching(compat.ScoreBoundedFullSortEvalDataLoader):
+    _init_batch_size_and_step = FullSortEvalDataLoader._init_batch_size_and_step
+loader = RecBoleBatching if request["recbole_batching"] else compat.ScoreBoundedFullSortEvalDataLoader
 test = loader(config, compat.dataset_of(loaded.test), loaded.test._sampler, shuffle=False)
+if loaded.test.seen_items is not None:
+    test.set_seen_items(loaded.test.seen_items)  # every seen item masked, as in training runs
 trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()

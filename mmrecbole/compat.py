@@ -16,6 +16,7 @@ import warnings
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import yaml
@@ -142,12 +143,6 @@ def recbole_trainer_class(model_type, model_name: str) -> type:
 
 
 
-def is_sequential(config) -> bool:
-    from recbole.utils import ModelType
-
-    return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Configuration keys
 # --------------------------------------------------------------------------------------------------------------
@@ -236,7 +231,26 @@ class ColdStartItemsMixin:
         return [train, valid, test]
 
 
+class TrueTimeOrderMixin:
+    """Order interactions by their true timestamps before RecBole turns them into float32 tensors.
+
+    RecBole stores float columns as float32: a Unix time near 9e8 keeps a resolution of 64 s (and one rescaled to
+    0..1 by `normalize_all` about 1 s), so interactions minutes apart get equal keys and RecBole's stable sort by
+    time then keeps them in file order, not in time order; leave-one-out can pick the wrong test or validation
+    item. Sorting the pandas table (float64, exact) by time first, stably (equal times keep the file order), makes
+    every later stable sort of the rounded keys keep the true order: rounding never reverses two values.
+    """
+
+    def _change_feat_format(self):
+        frame = self.inter_feat
+        if self.time_field and isinstance(frame, pd.DataFrame) and self.time_field in frame:
+            self.inter_feat = frame.sort_values(self.time_field, kind="stable").reset_index(drop=True)
+        super()._change_feat_format()
+
+
 def dataset_class_with_options(config, base: type) -> type:
+    if config["eval_args"]["order"] == "TO":
+        base = type(f"TrueTime{base.__name__}", (TrueTimeOrderMixin, base), {"__module__": __name__})
     if float(config["cold_start_item_ratio"] or 0.0) > 0.0:
         if config["eval_args"]["split"] != {"LS": "valid_and_test"} or config["eval_args"]["order"] != "TO":
             from mmrecbole.errors import ConfigError
@@ -272,6 +286,10 @@ def build_dataloaders(config, dataset):
         train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
     valid = _bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
     test = _bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
+    if config["mask_seen_items"] and config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        for loader, history in ((valid, [train_set]), (test, [train_set, valid_set])):
+            if isinstance(loader, ScoreBoundedFullSortEvalDataLoader):
+                loader.set_seen_items(sequential_seen_items(config, history, dataset.user_num, dataset.item_num))
     return train, valid, test
 
 
@@ -290,6 +308,17 @@ def _score_bounded_loader():
     from recbole.data.dataloader import FullSortEvalDataLoader
 
     class ScoreBoundedFullSortEvalDataLoader(FullSortEvalDataLoader):
+        """RecBole's full-ranking loader with two changes for sequential models:
+
+        - `eval_batch_size` counts scores (rows x items), as for general models (see `_bounded`);
+        - with `seen_items` set (`set_seen_items`), each batch carries the history index RecBole's trainer masks
+          (`scores[history_index] = -inf`), as general models' batches do. RecBole gives sequential batches no
+          history at all, and masking the input window instead misses every item older than
+          MAX_ITEM_LIST_LENGTH: a user with 200 items would have 150 seen items back among the candidates.
+        """
+
+        seen_items = None  # scipy CSR [user_num, item_num]: the history splits' items per user
+
         def _init_batch_size_and_step(self):
             if not self.is_sequential:
                 return super()._init_batch_size_and_step()
@@ -297,7 +326,69 @@ def _score_bounded_loader():
             self.step = rows
             self.set_batch_size(rows)
 
+        def set_seen_items(self, seen_items) -> None:
+            self.seen_items = seen_items.tocsr()
+
+        def collate_fn(self, index):
+            interaction, history_index, positive_u, positive_i = super().collate_fn(index)
+            if self.is_sequential and self.seen_items is not None:
+                history_index = sequential_history_index(self.config, self.seen_items, interaction)
+            return interaction, history_index, positive_u, positive_i
+
     return ScoreBoundedFullSortEvalDataLoader
+
+
+def _item_seq_fields(config):
+    return config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+
+
+def sequential_seen_items(config, history_splits, user_num: int, item_num: int) -> sp.csr_matrix:
+    """Per user, every item of the history splits of a SequentialDataset as a binary CSR [user_num, item_num]
+    (the training split for validation; training + validation for test): the same history RecBole's sampler
+    gives general models, in O(interactions) memory.
+
+    A split of a SequentialDataset holds (user, input window, target) rows, one per target: its items are the
+    targets plus the oldest items of each user, which are only ever inputs (the input window of the user's
+    shortest row holds them: the first item, in leave-one-out)."""
+    seq_field, len_field = _item_seq_fields(config)
+    uid_field, iid_field = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    users, items = [], []
+    for split in history_splits:
+        inter = split.inter_feat
+        if len(inter) == 0:
+            continue
+        uid = inter[uid_field].numpy()
+        users.append(uid)
+        items.append(inter[iid_field].numpy())
+        lengths = inter[len_field].numpy()
+        order = np.lexsort((lengths, uid))  # per user, the shortest input window first
+        first = order[np.r_[True, uid[order][1:] != uid[order][:-1]]]
+        window = inter[seq_field][torch.from_numpy(first)].numpy()
+        rows, cols = np.nonzero(window)
+        users.append(uid[first][rows])
+        items.append(window[rows, cols])
+    users = np.concatenate(users) if users else np.zeros(0, np.int64)
+    items = np.concatenate(items) if items else np.zeros(0, np.int64)
+    seen = sp.csr_matrix((np.ones(len(users), dtype=np.int8), (users, items)), shape=(user_num, item_num))
+    seen.sum_duplicates()
+    seen.data[:] = 1
+    return seen
+
+
+def sequential_history_index(config, seen_items: sp.csr_matrix, interaction):
+    """(row, item) index tensors of the items to mask in one sequential evaluation batch: the user's history
+    (`seen_items`) plus the row's own input window, less the row's target. Like RecBole's general loader
+    (history = used items - positives), a target the user saw before stays rankable."""
+    seq_field, _ = _item_seq_fields(config)
+    users = interaction[config["USER_ID_FIELD"]].numpy()
+    targets = interaction[config["ITEM_ID_FIELD"]].numpy()
+    history = seen_items[users].tocoo()
+    window = interaction[seq_field].numpy()
+    window_rows, window_cols = np.nonzero(window)
+    rows = np.concatenate([history.row.astype(np.int64), window_rows.astype(np.int64)])
+    cols = np.concatenate([history.col.astype(np.int64), window[window_rows, window_cols].astype(np.int64)])
+    keep = cols != targets[rows]
+    return torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep])
 
 
 def dataset_of(dataloader):
@@ -409,9 +500,9 @@ class SafeCheckpointMixin:
     unsafe anyway). We save state_dict + plain JSON config + metadata atomically (mmrecbole.checkpoint) and load
     with weights_only=True, refusing checkpoints of another model or dataset.
 
-    Also: RecBole masks a user's already-seen items in full-ranking evaluation for general models only; its
-    sequential evaluation ranks the items of the input sequence too. With `mask_seen_items: True` (our default)
-    sequential models get the same masking, so every row of a leaderboard is ranked over the same candidates.
+    Seen-item masking (`mask_seen_items: True`, our default) is not done here: `build_dataloaders` gives the
+    sequential evaluation loaders the users' whole histories, and RecBole's own `_full_sort_batch_eval` masks them
+    exactly as it masks general models' histories, so every row of a leaderboard ranks the same candidates.
     """
 
     def __init__(self, config, model):
@@ -498,10 +589,6 @@ class SafeCheckpointMixin:
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if hasattr(self, "_eval_users"):
             self._eval_users.append(interaction[self.config["USER_ID_FIELD"]].cpu())
-        if self.config["mask_seen_items"] and is_sequential(self.config):
-            # The input sequence holds the user's items before the target (in leave-one-out: all seen items).
-            seen = interaction[self.model.ITEM_SEQ].to(scores.device)
-            scores.scatter_(1, seen, -np.inf)  # padding id 0 is already -inf
         return interaction, scores, positive_u, positive_i
 
 

@@ -2,6 +2,9 @@
 import csv
 import json
 import os
+import re
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,12 +12,16 @@ import pytest
 from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
 from mmrecbole.leaderboard import LeaderboardSpec, ModelEntry, load_spec, run_leaderboard
+from mmrecbole.leaderboard import provenance, report, stats
 from mmrecbole.leaderboard import runner as runner_module
 from mmrecbole.leaderboard.stats import choose_baseline
 from mmrecbole.quick_start import build, run
 from mmrecbole import registry
 from tests.planted import FAST
 from tests.planted_mm import write_planted_mm
+
+#: What the project's pre-stop hook flags in a committed board's text: runs of unrecorded or uncommitted code.
+TRAINED_AT_DIRTY = re.compile(r"runs trained at:.*(not recorded|uncommitted)", re.IGNORECASE)
 
 
 def _spec(tmp_path, data_path, files, bpr_settings=None):
@@ -45,10 +52,17 @@ def test_files_rows_and_columns(board):
         assert f"| {label}" in text or f"| **{label}" in text
     assert "NDCG@10" in text and "Coverage@10" in text and "Gini@10" in text and "p users" in text
     assert "Seeds: 1, 2" in text and "Report written at commit " in text and "machine:" in text
-    # every run records the code it was trained with; the report says which commits its cached runs come from
+    # every run records the code it was trained with; the report says whether one clean commit made its rows
     commits = {r["commit"] for r in outcome["runs"]}
     assert len(commits) == 1 and "unknown" not in commits
-    assert f"runs trained at: {commits.pop()} (6 runs)" in text
+    commit = commits.pop()
+    version = provenance.code_version()
+    if provenance.is_clean_commit(commit):  # a clean checkout (CI): a publishable board
+        assert f"All 6 runs computed by code version {version} at commit {commit}" in text
+        assert outcome["report"]["single_commit"] and not TRAINED_AT_DIRTY.search(text)
+    else:  # tests run in a working tree with changes: the board says so
+        assert f"runs trained at: {commit} (6 runs); code versions: {version} (6 runs)" in text
+        assert not outcome["report"]["publishable"] and TRAINED_AT_DIRTY.search(text)
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {r["label"] for r in rows} == {"Pop", "BPR", "VBPR (text+image)"}
@@ -177,3 +191,184 @@ def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_
                     {"window_batch_targets": 4096}, {"window_shift": True}):
         other = Config("MMSASRec", "planted", config_dict={**settings, **changed})
         assert runner_module.config_hash(other) != runner_module.config_hash(config)
+
+
+# -- provenance: which code computed a board's runs ---------------------------------------------------------------
+def test_runs_record_their_code_version_and_are_keyed_by_it(board):
+    spec, outcome, _ = board
+    version = provenance.code_version()
+    assert len(version) == 12 and int(version, 16) >= 0
+    for record in outcome["runs"]:
+        assert record["code_version"] == version and record["commit"]
+    for planned in runner_module.plan(spec):
+        assert planned.path.endswith(f"-{planned.hash}-{version}.json") and os.path.isfile(planned.path)
+        assert json.load(open(planned.path))["code_version"] == version
+
+
+def test_a_run_cached_by_other_code_is_not_reused(board, monkeypatch):
+    spec, _, _ = board
+    before = runner_module.plan(spec)
+    assert all(run.cached() is not None for run in before)
+    monkeypatch.setattr(provenance, "code_version", lambda: "0123456789ab")
+    after = runner_module.plan(spec)
+    for old, new in zip(before, after):
+        assert new.hash == old.hash and new.path != old.path and new.cached() is None
+    # even a record copied under the new key is refused: it says which code computed it
+    shutil.copy(before[0].path, after[0].path)
+    try:
+        assert after[0].cached() is None
+    finally:
+        os.remove(after[0].path)
+    monkeypatch.setattr(runner_module, "_run_child", lambda *a: pytest.fail("report_only must not run anything"))
+    with pytest.raises(Exception, match="no leaderboard run finished"):
+        run_leaderboard(spec, echo=lambda *_: None, report_only=True)
+
+
+def test_code_version_covers_sources_properties_and_packages(tmp_path):
+    files = dict(provenance._source_files())
+    assert "mmrecbole/leaderboard/runner.py" in files and "mmrecbole/cli.py" in files
+    assert any(p.startswith("properties/") and p.endswith(".yaml") for p in files)
+    assert not any("__pycache__" in p or not p.endswith((".py", ".yaml")) for p in files)
+    assert set(provenance.package_versions()) >= {"recbole", "implicit", "torch", "lightgbm", "numpy", "scipy",
+                                                   "transformers", "torchvision"}
+    assert provenance.code_version() is provenance.code_version()  # once per process
+    # the hash of a tree: its paths and bytes, and the package versions (here on a small tree of its own: the
+    # project's files may change while the tests run)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.yaml").write_text("k: 1\n")
+    tree = [("pkg/a.py", str(tmp_path / "a.py")), ("properties/b.yaml", str(tmp_path / "b.yaml"))]
+    packages = {"torch": "2.0", "numpy": "1.26"}
+    version = provenance.version_of(tree, packages)
+    assert len(version) == 12 and version == provenance.version_of(tree[::-1], dict(reversed(packages.items())))
+    assert provenance.version_of(tree, {**packages, "torch": "2.1"}) != version
+    assert provenance.version_of([("pkg/c.py", tree[0][1]), tree[1]], packages) != version  # a renamed file
+    (tmp_path / "b.yaml").write_text("k: 2\n")
+    assert provenance.version_of(tree, packages) != version
+
+
+def _records(*pairs):
+    """Synthetic run records, one per (code_version, commit); None leaves the field out (older runs)."""
+    records = []
+    for version, commit in pairs:
+        record = {"label": "BPR", "seed": len(records)}
+        if version is not None:
+            record["code_version"] = version
+        if commit is not None:
+            record["commit"] = commit
+        records.append(record)
+    return records
+
+
+def _board_text(records, current_commit="fffffff+uncommitted changes", current_version="cccccccccccc"):
+    summaries = {"BPR": stats.summarize([{"test": {"ndcg@10": 0.1}, "best_valid_score": 0.1},
+                                         {"test": {"ndcg@10": 0.2}, "best_valid_score": 0.2}])}
+    spec = LeaderboardSpec(dataset="plantedmm", seeds=[1, 2], models=[ModelEntry("BPR", "BPR")])
+    origin = provenance.summarize(records, current_commit, current_version)
+    env = {**report.environment(), "provenance": origin["line"]}
+    return origin, report.markdown(spec, summaries, {}, "BPR", env, [])
+
+
+def test_the_board_says_which_commit_made_its_rows():
+    origin, text = _board_text(_records(("aaaaaaaaaaaa", "abc1234"), ("aaaaaaaaaaaa", "abc1234")))
+    assert origin["single_commit"] and origin["publishable"]
+    assert "All 2 runs computed by code version aaaaaaaaaaaa at commit abc1234 (clean checkout)." in text
+    assert not TRAINED_AT_DIRTY.search(text) and "WARNING" not in text and "MIXED" not in text
+    # two clean commits of one code version (e.g. a commit that changed only documentation): identical code
+    origin, text = _board_text(_records(("aaaaaaaaaaaa", "abc1234"), ("aaaaaaaaaaaa", "def5678")))
+    assert origin["publishable"] and not origin["single_commit"] and not TRAINED_AT_DIRTY.search(text)
+    assert "All 2 runs computed by code version aaaaaaaaaaaa" in text and "abc1234 (1 run), def5678 (1 run)" in text
+
+
+@pytest.mark.parametrize("pairs, named", [
+    ((("aaaaaaaaaaaa", "abc1234"), ("bbbbbbbbbbbb", "def5678")), "2 code versions"),
+    ((("aaaaaaaaaaaa", "abc1234+uncommitted changes"),) * 2, "uncommitted changes"),
+    ((("aaaaaaaaaaaa", "abc1234"), (None, None)), "runs whose code is not recorded"),
+    ((("aaaaaaaaaaaa", "abc1234"), (None, "abc1234")), "runs whose code is not recorded"),
+    ((("aaaaaaaaaaaa", "abc1234"), ("bbbbbbbbbbbb", "abc1234+uncommitted changes"), (None, None)),
+     "2 code versions, runs whose code is not recorded, uncommitted changes"),
+    ((("aaaaaaaaaaaa", "unknown"),) * 2, "runs outside git"),
+    ((), "no runs"),
+])
+def test_a_mixed_or_uncommitted_board_says_so(pairs, named):
+    origin, text = _board_text(_records(*pairs))
+    assert not origin["single_commit"] and not origin["publishable"]
+    assert "WARNING: MIXED board" in text and named in text and TRAINED_AT_DIRTY.search(text)
+    assert "computed by code version" not in text
+
+
+def test_runs_trained_before_their_code_was_committed_match_a_clean_checkout():
+    dirty = _records(("aaaaaaaaaaaa", "abc1234+uncommitted changes"), ("aaaaaaaaaaaa", "abc1234+uncommitted changes"))
+    origin, text = _board_text(dirty, current_commit="9abcdef", current_version="aaaaaaaaaaaa")
+    assert origin["publishable"] and not origin["single_commit"] and not TRAINED_AT_DIRTY.search(text)
+    assert "All 2 runs computed by code version aaaaaaaaaaaa, the code of commit 9abcdef" in text
+    for commit, version in (("9abcdef+uncommitted changes", "aaaaaaaaaaaa"), ("9abcdef", "bbbbbbbbbbbb")):
+        origin, text = _board_text(dirty, current_commit=commit, current_version=version)
+        assert not origin["publishable"] and TRAINED_AT_DIRTY.search(text)
+
+
+def test_a_board_without_provenance_is_flagged():
+    spec = LeaderboardSpec(dataset="plantedmm", seeds=[1], models=[ModelEntry("BPR", "BPR")])
+    summaries = {"BPR": stats.summarize([{"test": {"ndcg@10": 0.1}, "best_valid_score": 0.1}])}
+    text = report.markdown(spec, summaries, {}, "BPR", report.environment(), [])
+    assert TRAINED_AT_DIRTY.search(text)
+
+
+def test_cli_refuses_to_put_a_mixed_board_into_the_readme(monkeypatch, capsys):
+    import mmrecbole.leaderboard as leaderboard_package
+    from mmrecbole import cli
+
+    origin = provenance.summarize(_records(("aaaaaaaaaaaa", "abc1234+uncommitted changes")))
+    outcome = {"runs": [], "failures": [], "report": {"markdown": "# Leaderboard: plantedmm\n", "paths": {},
+                                                      "provenance": origin, **{k: origin[k] for k in (
+                                                          "single_commit", "publishable")}}}
+    monkeypatch.setattr(leaderboard_package, "run_leaderboard", lambda *a, **k: outcome)
+    monkeypatch.setattr(report, "update_readme", lambda *a: pytest.fail("a mixed board must not reach the README"))
+    assert cli.main(["--model=Pop,BPR", "--dataset=plantedmm", "--seeds=1", "--readme"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "README.md not updated" in error[0] and "abc1234+uncommitted changes" in error[0]
+
+
+def test_the_wilcoxon_variant_is_zsplit_and_the_board_says_so():
+    """Leave-one-out: most users have identical per-user metrics under two models. zsplit keeps those zero
+    differences (half their ranks each side); scipy's default 'wilcox' drops them and gets a far smaller p."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(0)
+    n_users, n_differ = 400, 40
+    b = rng.uniform(0, 1, n_users).round(3)
+    a = b.copy()
+    a[:n_differ] += np.where(np.arange(n_differ) < 30, 0.05, -0.05)  # 30 better, 10 worse, 360 identical
+    users = [str(u) for u in range(n_users)]
+
+    def runs(values):
+        return [{"seed": 1, "test": {"ndcg@10": float(values.mean())},
+                 "test_per_user": {"user_id": users, "ndcg@10": values.tolist()}}]
+
+    p = stats.paired_tests(runs(a), runs(b), "ndcg@10")["p_users_wilcoxon"]
+    zsplit = scipy_stats.wilcoxon(a, b, zero_method="zsplit").pvalue
+    wilcox = scipy_stats.wilcoxon(a, b, zero_method="wilcox").pvalue
+    assert stats.WILCOXON_ZERO_METHOD == "zsplit"
+    assert p == pytest.approx(zsplit, rel=1e-12)
+    assert wilcox < 0.01 < zsplit  # the variant decides whether this difference counts as significant
+    assert p != pytest.approx(wilcox, rel=0.1)
+    _, text = _board_text(_records(("aaaaaaaaaaaa", "abc1234")))
+    assert 'zero_method="zsplit"' in text and '"wilcox"' in text and '"pratt"' in text
+
+
+def test_the_stackers_base_model_cache_is_keyed_by_code_version(tmp_path, monkeypatch):
+    from mmrecbole.ensemble import base_models
+
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"x")
+    spec = SimpleNamespace(name="BPR", label="BPR", config_hash="0a1b2c3d4e5f")
+    monkeypatch.setattr(provenance, "code_version", lambda: "111111111111")
+    path_one = base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1)
+    base_models.record_base_run(str(tmp_path), "BPR", "BPR", spec.config_hash, "plantedmm", 1, str(checkpoint),
+                                {"test": {}})
+    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)).reused
+    monkeypatch.setattr(provenance, "code_version", lambda: "222222222222")
+    assert base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1) != path_one
+    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)) is None
+    # an entry of other code under this key (copied, renamed) is refused as well
+    shutil.copy(path_one, base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1))
+    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)) is None

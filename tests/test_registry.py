@@ -33,7 +33,10 @@ def test_unknown_model_lists_closest_names():
 
 def test_available_models_lists_both_sources():
     models = registry.available_models()
-    assert {"SASRec", "BPR", "LightGCN", "Pop", "ItemKNN"} <= set(models["recbole"])
+    assert {"SASRec", "BPR", "LightGCN", "ItemKNN"} <= set(models["recbole"])
+    # Pop is ours (exact counts, mmrecbole/model/general_recommender/pop.py) and shadows RecBole's.
+    assert "Pop" in models["mmrecbole"] and "Pop" not in models["recbole"]
+    assert registry.get_model("Pop").__module__.startswith("mmrecbole.")
     assert "LightGBM" not in models["recbole"]  # exlib models are not exposed
 
 
@@ -44,7 +47,8 @@ def test_trainers_use_safe_checkpoints():
                              (ModelType.SEQUENTIAL, "SASRec")]:
         trainer = registry.get_trainer(model_type, name)
         assert issubclass(trainer, compat.SafeCheckpointMixin)
-    assert registry.get_trainer(ModelType.TRADITIONAL, "Pop").__mro__[2].__name__ == "TraditionalTrainer"
+    assert registry.get_trainer(ModelType.TRADITIONAL, "ItemKNN").__mro__[2].__name__ == "TraditionalTrainer"
+    assert registry.get_trainer(ModelType.TRADITIONAL, "Pop").__mro__[2].__name__ == "FitOnceTrainer"  # ours
 
 
 def test_importing_recbole_sequential_models_leaves_anomaly_detection_off():

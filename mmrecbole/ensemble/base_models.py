@@ -1,7 +1,8 @@
 """Base models of the stacker: trained with quick_start.run, or reused from earlier stacker runs.
 
 The cache is one JSON file per trained base model under `<checkpoint_dir>/stacker-cache/`, keyed by (model,
-config hash, dataset, seed) as leaderboard runs are: a stacker variant (other LightGBM settings, other candidates)
+config hash, dataset, seed, code version) as leaderboard runs are (leaderboard.provenance.cache_key: a base model
+trained by other code is never reused): a stacker variant (other LightGBM settings, other candidates)
 reuses the base models of the previous one instead of retraining them. One file per entry, written atomically, so
 two processes never lose each other's entries. An entry whose checkpoint is gone or no longer fits the dataset is
 ignored and the model retrained.
@@ -15,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from mmrecbole.data.fileio import write_text_atomically
+from mmrecbole.leaderboard import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ class BaseRun:
 
 
 def cache_entry_path(checkpoint_dir: str, name: str, config_hash: str, dataset: str, seed: int) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{dataset}-seed{seed}-{config_hash}")
+    key = provenance.cache_key(config_hash)  # config hash and this process's code version
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{dataset}-seed{seed}-{key}")
     return os.path.join(checkpoint_dir, CACHE_FOLDER, f"{slug}.json")
 
 
@@ -47,8 +50,10 @@ def cached_base_run(spec, dataset: str, seed: int, checkpoint_dir: str) -> BaseR
         return None
     with open(path, encoding="utf-8") as f:
         entry = json.load(f)
-    key = (entry.get("model"), entry.get("config_hash"), entry.get("dataset"), entry.get("seed"))
-    if key != (spec.name, spec.config_hash, dataset, seed) or not os.path.isfile(entry.get("checkpoint", "")):
+    key = (entry.get("model"), entry.get("config_hash"), entry.get("dataset"), entry.get("seed"),
+           entry.get("code_version"))
+    if (key != (spec.name, spec.config_hash, dataset, seed, provenance.code_version())
+            or not os.path.isfile(entry.get("checkpoint", ""))):
         logger.warning(f"stacker cache entry {path} does not match or its checkpoint is gone: retraining {spec.label}")
         return None
     return BaseRun(spec.label, spec.name, spec.config_hash, entry["checkpoint"], entry["result"], reused=True)
@@ -88,7 +93,7 @@ def record_base_run(checkpoint_dir, name, label, config_hash, dataset, seed, che
     the same leaderboard reuses them instead of training its base models again."""
     kept = {k: result.get(k) for k in _RESULT_KEYS}
     entry = {"model": name, "label": label, "config_hash": config_hash, "dataset": dataset, "seed": seed,
-             "checkpoint": checkpoint, "result": kept}
+             "code_version": provenance.code_version(), "checkpoint": checkpoint, "result": kept}
     write_text_atomically(cache_entry_path(checkpoint_dir, name, config_hash, dataset, seed),
                           json.dumps(entry, indent=1))
     return kept

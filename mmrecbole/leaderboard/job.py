@@ -1,7 +1,7 @@
 """One leaderboard run in a child process: reads a JSON request on stdin, prints `RESULT {json}` on stdout.
 
 Request: {"model", "dataset", "settings", "checkpoint_dir", "log_dir"}. The result is quick_start.run's dict plus
-the process's peak resident memory.
+the process's peak resident memory and the code version it ran (provenance.code_version, read before the run).
 """
 import json
 import resource
@@ -12,7 +12,10 @@ from mmrecbole.errors import UserError
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
+    from mmrecbole.leaderboard.provenance import code_version
     from mmrecbole.quick_start import run
+
+    version = code_version()  # the code this process imports (read before a long run, not after it)
 
     settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"], "state": "WARNING"}
     try:
@@ -23,6 +26,7 @@ def main() -> int:
         return 2
     # ru_maxrss is in KiB on Linux.
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["code_version"] = version
     print("RESULT " + json.dumps(result))
     return 0
 

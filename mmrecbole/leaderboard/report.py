@@ -8,13 +8,13 @@ import io
 import math
 import os
 import platform
-import subprocess
 from importlib import metadata
 
-from mmrecbole import PROJECT_ROOT, __version__
+from mmrecbole import __version__
 from mmrecbole.config import Config
 from mmrecbole.data.fileio import write_atomically, write_text_atomically
-from mmrecbole.leaderboard import stats
+from mmrecbole.leaderboard import provenance, stats
+from mmrecbole.leaderboard.provenance import code_commit  # noqa: F401  (re-exported: bench/ imports it from here)
 
 ACCURACY = ("ndcg", "recall", "mrr", "hit")
 #: Beyond-accuracy metrics and whether higher is better.
@@ -42,19 +42,6 @@ def _p(value):
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
-def code_commit() -> str:
-    """Short commit of the working tree, '+uncommitted changes' when tracked files differ from it; 'unknown'
-    outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run_commits(records) -> str:
     """'a1b2c3d (26 runs), 9f8e7d6 (13 runs)': the commits the cached runs were trained at, most runs first."""
     counts = {}
@@ -72,7 +59,7 @@ def environment() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    commit = code_commit()
+    commit = provenance.code_commit()
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -83,7 +70,7 @@ def environment() -> dict:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"mmrecbole": __version__, "python": platform.python_version(), **versions, "commit": commit,
-            "machine": f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}"}
+            "code_version": provenance.code_version(), "machine": f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}"}
 
 
 def _protocol(spec) -> str:
@@ -117,7 +104,17 @@ def _table(header, rows, bold_columns):
     return "\n".join(lines)
 
 
+WILCOXON_NOTE = (
+    f"Wilcoxon: signed-rank test over users, scipy's zero_method=\"{stats.WILCOXON_ZERO_METHOD}\": leave-one-out "
+    "gives most users identical per-user metrics under two models (both miss the single test item); zsplit keeps "
+    "those zero differences, splitting their ranks evenly between the positive and negative sums. scipy's default "
+    "\"wilcox\" would drop them (testing only the users where the models differ) and \"pratt\" ranks them but drops "
+    "them from the statistic; the three p-values can differ a lot.")
+
+
 def markdown(spec, summaries, tests, baseline, env, failures) -> str:
+    """The board's text. `env`: environment() plus "provenance", the sentence of provenance.summarize on the
+    board's runs (a warning about unrecorded runs when missing)."""
     metrics = list(next(iter(summaries.values()))["test"])
     accuracy = [m for m in metrics if m.split("@")[0] in ACCURACY]
     beyond = [m for m in metrics if m.split("@")[0] in BEYOND and m.endswith("@10")]
@@ -167,6 +164,8 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         f"with the best mean validation score. p users: paired tests over users of the per-user test {sig} "
         "(each user's value averaged over seeds); p seeds: paired t-test over seeds. Best value per column in bold.",
         "",
+        WILCOXON_NOTE,
+        "",
         "## Accuracy (test)",
         "",
         accuracy_table,
@@ -179,9 +178,12 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         cost_table,
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()
-                                    if k not in ("commit", "machine", "run_commits")) + ".",
-        f"Report written at commit {env['commit']}; runs trained at: {env.get('run_commits', 'not recorded')}; "
+                                    if k not in ("commit", "code_version", "machine", "run_commits",
+                                                 "provenance")) + ".",
+        f"Report written at commit {env['commit']} (code version {env.get('code_version', 'not recorded')}); "
         f"machine: {env['machine']}.",
+        "",
+        env.get("provenance") or provenance.summarize([])["line"],
     ]
     if failures:
         lines += ["", "Runs not in the tables (failed or not run yet):"] + [f"- {f}" for f in failures]
@@ -250,13 +252,17 @@ def write_report(spec, records, failures) -> dict:
     baseline = stats.choose_baseline(summaries)
     tests = {label: stats.paired_tests(runs, groups[baseline], spec.significance_metric)
              for label, runs in groups.items() if baseline and label != baseline}
-    env = {**environment(), "run_commits": run_commits(records)}
+    env = environment()
+    origin = provenance.summarize(records, env["commit"], env["code_version"])
+    env.update(run_commits=run_commits(records), provenance=origin["line"])
     paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
     text = markdown(spec, summaries, tests, baseline, env, failures)
     write_text_atomically(paths["md"], text)
     write_text_atomically(paths["csv"], csv_text(records))
     plot(spec, summaries, baseline, paths["png"])
-    return {"paths": paths, "markdown": text, "summaries": summaries, "baseline": baseline, "tests": tests}
+    return {"paths": paths, "markdown": text, "summaries": summaries, "baseline": baseline, "tests": tests,
+            "single_commit": origin["single_commit"], "publishable": origin["publishable"],
+            "provenance": origin}
 
 
 def update_readme(readme_path, dataset, markdown_text, command) -> bool:

@@ -1,8 +1,10 @@
 """Run a leaderboard: every (row, seed) once, each in its own process, cached as JSON.
 
-A run is keyed by (model, hash of its resolved config, dataset, seed): re-running skips finished runs, an
-interrupted leaderboard resumes where it stopped (results are written atomically, so a half-finished run leaves no
-file), and changing one row's settings (or a property file it reads) re-runs that row only. `force` re-runs all.
+A run is keyed by (model, hash of its resolved config, dataset, seed, code version): re-running skips finished runs,
+an interrupted leaderboard resumes where it stopped (results are written atomically, so a half-finished run leaves no
+file), and changing one row's settings (or a property file it reads) re-runs that row only. Any change to the code
+that computes runs (a .py file of the package, a property file, a version of the packages that compute results:
+provenance.code_version) re-runs every row: a board never mixes runs of different code. `force` re-runs all.
 
 Each run is a child process (`python -m mmrecbole.leaderboard.job`): RecBole keeps global state (seeds, logging,
 autograd flags), a crash or out-of-memory in one model does not end the leaderboard, and the child's peak memory
@@ -22,6 +24,7 @@ from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
+from mmrecbole.leaderboard import provenance
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 
 #: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
@@ -30,7 +33,8 @@ _PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "
 
 
 # Keys added after runs were cached whose default reproduces the earlier behaviour exactly: at that default they stay
-# out of the hash, so adding such a key does not orphan the run cache; any other value is hashed as usual.
+# out of the hash, so adding such a key does not orphan the run cache; any other value is hashed as usual. (The run
+# key now holds the code version too, which changes with any code change, so this matters only for the config hash.)
 _KEYS_NEUTRAL_AT_DEFAULT = {"window_bucketing": True, "torch_compile": False, "window_context": 0,
                             "window_batch_targets": 0, "window_shift": False, "position_encoding": "absolute"}
 
@@ -57,13 +61,19 @@ class PlannedRun:
             config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
             self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
             self.hash = config_hash(config)
-        self.path = os.path.join(spec.cache_dir, "runs", f"{_slug(entry.label)}-seed{seed}-{self.hash}.json")
+        self.code_version = provenance.code_version()
+        self.path = self.path_for(spec, self.code_version)
+
+    def path_for(self, spec: LeaderboardSpec, code_version: str) -> str:
+        key = provenance.cache_key(self.hash, code_version)
+        return os.path.join(spec.cache_dir, "runs", f"{_slug(self.entry.label)}-seed{self.seed}-{key}.json")
 
     def cached(self):
         if not os.path.isfile(self.path):
             return None
         with open(self.path, encoding="utf-8") as f:
-            return json.load(f)
+            record = json.load(f)
+        return record if record.get("code_version") == self.code_version else None
 
 
 def plan(spec: LeaderboardSpec) -> list:
@@ -93,9 +103,12 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
 
 def _offer_to_stacker(run: PlannedRun, spec: LeaderboardSpec, record: dict) -> None:
     """Record a model row's checkpoint in the stacker's base-model cache (same key: model, config hash, dataset,
-    seed), so that an LGBMStacker row of this leaderboard reuses it instead of training that model again."""
+    seed, code version), so that an LGBMStacker row of this leaderboard reuses it instead of training that model
+    again."""
     checkpoint = record.get("checkpoint")
     if registry.get_pipeline(run.entry.name) is not None or not checkpoint or not os.path.isfile(checkpoint):
+        return
+    if record.get("code_version") != provenance.code_version():  # trained by other code (changed during the run)
         return
     from mmrecbole.ensemble.base_models import cache_entry_path, record_base_run
 
@@ -110,10 +123,10 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
 
     `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
     is still running in another process)."""
-    from mmrecbole.leaderboard.report import code_commit, write_report
+    from mmrecbole.leaderboard.report import write_report
 
     runs = plan(spec)
-    commit = code_commit()  # stamped on each new run: cached runs may come from older code (the key is the config)
+    commit = provenance.code_commit()  # stamped on each new run, with the code version (part of the run's key)
     records, failures = [], []
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
@@ -132,10 +145,16 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
             echo(f"{tag}: {error}")
             failures.append(error)
             continue
+        # The child reports the code version it ran; it differs from the planned one only when the code changed while
+        # this leaderboard ran: the run is then stored (and reported) under the version that computed it.
+        version = result.pop("code_version", None) or run.code_version
+        if version != run.code_version:
+            echo(f"{tag}: the code changed during the leaderboard (code version {run.code_version} -> {version}): "
+                 "this run is recorded under the new version; the board will say it mixes code versions")
         record = {"label": run.entry.label, "model": run.entry.name, "seed": run.seed, "config_hash": run.hash,
                   "dataset": spec.dataset, "uses_content": run.uses_content, "settings": run.entry.settings,
-                  "commit": commit, **result}
-        write_text_atomically(run.path, json.dumps(record, indent=1))
+                  "code_version": version, "commit": commit, **result}
+        write_text_atomically(run.path_for(spec, version), json.dumps(record, indent=1))
         records.append(record)
         _offer_to_stacker(run, spec, record)
         test = record["test"]

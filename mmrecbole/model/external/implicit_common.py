@@ -1,9 +1,15 @@
 """What the `implicit` wrappers share: settings checks, the user x item matrix of RecBole's training split, and
 the one-pass fitting contract the FitOnceTrainer calls.
 
-Id layout: implicit indexes users and items by row/column number; RecBole's internal ids are exactly those numbers
-(0 = padding). Every matrix handed to implicit is therefore `dataset.inter_matrix(...)` as it is, shape
-(n_users, n_items) with an empty row 0 and column 0, and row i of a fitted factor matrix is RecBole's user/item i.
+Id layout: implicit indexes users and items by row/column number; RecBole's internal ids start at 1 (0 = padding).
+`dataset.inter_matrix(...)` has shape (n_users, n_items) with an always-empty row 0 and column 0. implicit is fitted
+on the real users x items only (`without_padding`: matrix[1:, 1:], so implicit's row n is RecBole's id n + 1): given
+the padding it would treat it as one more user and item, drawing random initial factors for them that shift every
+other row's draw (ALS, BPR, LMF; LMF's per-thread row blocks shift too) and counting them in the BM25/TF-IDF
+statistics (number of rows, mean row length). What is kept is mapped back to RecBole's ids (`with_padding_row`,
+`with_padding_item`): row i of a factor buffer or similarity matrix is RecBole's user/item i, row 0 is zeros / empty,
+so the padding item scores 0 (RecBole's evaluator masks item 0 with -inf anyway), and checkpoints keep the same
+(n_users, ...) / (n_items, ...) shapes as before.
 """
 from __future__ import annotations
 
@@ -82,6 +88,39 @@ def interaction_strength(dataset, source: str, rating_field: str) -> sp.csr_matr
     matrix = matrix.astype(np.float32)
     matrix.sort_indices()
     return matrix
+
+
+# -- RecBole ids <-> implicit's rows -----------------------------------------------------------------------------
+def without_padding(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The real users x real items of a RecBole user x item CSR matrix (row/column 0 dropped), as implicit fits it.
+
+    Refuses a matrix whose padding row or column holds values: dropping them would silently lose interactions.
+    """
+    if matrix.indptr[1] > 0 or (matrix.indices == 0).any():
+        raise RuntimeError(
+            "the user x item matrix has values in row 0 / column 0, RecBole's padding user / item; expected "
+            "`dataset.inter_matrix(...)` with RecBole's internal ids (1 = first real id)"
+        )
+    real = matrix[1:, 1:].tocsr()
+    real.sort_indices()
+    return real
+
+
+def with_padding_row(rows: np.ndarray) -> np.ndarray:
+    """implicit's factor rows (row n = RecBole id n + 1) as float32 rows indexed by RecBole id, with a zero row 0 for
+    the padding id (a padding item then scores 0, which RecBole's evaluator masks)."""
+    padded = np.zeros((rows.shape[0] + 1, rows.shape[1]), dtype=np.float32)
+    padded[1:] = rows
+    return padded
+
+
+def with_padding_item(similarity) -> sp.csr_matrix:
+    """implicit's item x item similarity (row/column n = RecBole item n + 1) as a CSR matrix indexed by RecBole item
+    id, with an empty row and column 0: the same entries, shifted, so a user's padded training row can multiply it."""
+    csr = similarity.tocsr()
+    indptr = np.concatenate(([0], csr.indptr)).astype(csr.indptr.dtype)
+    rows, columns = csr.shape
+    return sp.csr_matrix((csr.data, csr.indices + 1, indptr), shape=(rows + 1, columns + 1))
 
 
 def as_host_array(factors) -> np.ndarray:

@@ -1,9 +1,10 @@
 """implicit's ALS, BPR, LMF and item-kNN as RecBole general recommenders.
 
-Each is fitted once by `implicit` on the user x item matrix of RecBole's training split (FitOnceTrainer) and scored
-through RecBole's evaluator like every other model. Fitted state lives in what our safe checkpoints store without
-pickle: factor models keep `user_factors` / `item_factors` buffers (float32, row 0 = padding id); item-kNN keeps
-scipy sparse matrices listed in `other_parameter_name`.
+Each is fitted once (FitOnceTrainer) by `implicit` on the real users x items of RecBole's training split (RecBole's
+padding row and column left out: "Id layout" in implicit_common) and scored through RecBole's evaluator like every
+other model. Fitted state lives in what our safe checkpoints store without pickle, indexed by RecBole id (padding
+included): factor models keep `user_factors` / `item_factors` buffers (float32, row 0 = the padding id, zeros);
+item-kNN keeps scipy sparse matrices listed in `other_parameter_name` (item 0 without neighbours).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from mmrecbole.model.external.implicit_common import (
     float_setting,
     int_setting,
     interaction_strength,
+    with_padding_item,
+    with_padding_row,
+    without_padding,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,9 +60,10 @@ class ImplicitFactorModel(ImplicitRecommender):
         self.register_buffer("item_factors", torch.zeros(self.n_items, width))
 
     def fitted_value_count(self) -> int:
+        # The buffers as stored, padding rows included (as RecBole counts an nn.Embedding's padding row).
         return self.user_factors.numel() + self.item_factors.numel()
 
-    # subclasses: the matrix implicit fits on, and the implicit estimator
+    # subclasses: the confidence matrix (RecBole ids, padding included), and the implicit estimator
     def training_matrix(self, dataset):
         raise NotImplementedError
 
@@ -66,25 +71,27 @@ class ImplicitFactorModel(ImplicitRecommender):
         raise NotImplementedError
 
     def fit_from(self, dataset, show_progress: bool = False) -> None:
-        matrix = self.training_matrix(dataset)
+        matrix = without_padding(self.training_matrix(dataset))
         with threadpool_limits(1, "blas"):  # implicit checks the BLAS pool when the estimator is built
             estimator = self.make_estimator()
         _quiet_fit(estimator, matrix, show_progress)
         self._keep_factors(as_host_array(estimator.user_factors), as_host_array(estimator.item_factors))
 
     def _keep_factors(self, users: np.ndarray, items: np.ndarray) -> None:
-        expected = tuple(self.user_factors.shape), tuple(self.item_factors.shape)
+        """Store implicit's factors of the real users / items (row n = RecBole id n + 1) under RecBole's ids."""
+        width = self.user_factors.shape[1]
+        expected = (self.n_users - 1, width), (self.n_items - 1, width)
         if (users.shape, items.shape) != expected:
             import implicit
 
             raise RuntimeError(
                 f"implicit {implicit.__version__} returned factors of shape {users.shape} / {items.shape}; "
-                f"{type(self).__name__} expects {expected[0]} / {expected[1]} ({self.factors} factors + "
-                f"{self.BIAS_COLUMNS} bias columns)"
+                f"{type(self).__name__} expects {expected[0]} / {expected[1]} (the real users / items, RecBole's "
+                f"padding id left out; {self.factors} factors + {self.BIAS_COLUMNS} bias columns)"
             )
         device = self.user_factors.device
-        self.user_factors = torch.from_numpy(np.ascontiguousarray(users, dtype=np.float32)).to(device)
-        self.item_factors = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32)).to(device)
+        self.user_factors = torch.from_numpy(with_padding_row(users)).to(device)
+        self.item_factors = torch.from_numpy(with_padding_row(items)).to(device)
 
     def predict(self, interaction):
         users = self.user_factors[interaction[self.USER_ID]]
@@ -206,7 +213,8 @@ class ImplicitItemKNN(ImplicitRecommender):
         self.bm25_b = float_setting(config, "bm25_B", 0.0, maximum=1.0)
         self.confidence = choice_setting(config, "confidence", CONFIDENCE_SOURCES)
         self.rating_field = config["RATING_FIELD"]
-        # scipy CSR matrices, set by fit_from; compat encodes them into checkpoints as plain tensors.
+        # scipy CSR matrices indexed by RecBole id (row/column 0 = padding, empty), set by fit_from; compat encodes
+        # them into checkpoints as plain tensors.
         self.similarity = None  # item x item, top-k neighbours per row
         self.history = None  # user x item strengths of the training split: the rows that get multiplied
         self.other_parameter_name = ["similarity", "history"]
@@ -223,8 +231,8 @@ class ImplicitItemKNN(ImplicitRecommender):
     def fit_from(self, dataset, show_progress: bool = False) -> None:
         history = interaction_strength(dataset, self.confidence, self.rating_field)
         estimator = self.make_estimator()
-        _quiet_fit(estimator, history, show_progress)
-        self.similarity = estimator.similarity.tocsr()
+        _quiet_fit(estimator, without_padding(history), show_progress)
+        self.similarity = with_padding_item(estimator.similarity)
         self.history = history
 
     def fitted_value_count(self) -> int:
