@@ -38,6 +38,19 @@ def write_ring_dataset(root, name="planted", **kwargs) -> str:
     return str(root)
 
 
+def write_histories(root, histories, name) -> str:
+    """Write `<root>/<name>/<name>.inter` from {user token: [item tokens in time order]} (timestamps 1000 * user +
+    step) and return `root` (the data_path)."""
+    folder = os.path.join(str(root), name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for user, items in histories.items():
+            for step, item in enumerate(items):
+                f.write(f"{user}\t{item}\t{1 + (int(user) + step) % 5}\t{int(user) * 1000 + step}\n")
+    return str(root)
+
+
 #: Settings for fast runs on the planted data (protocol of properties/overall.yaml, smaller everything).
 FAST = {
     "show_progress": False,

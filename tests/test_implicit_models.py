@@ -18,7 +18,7 @@ from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
 from mmrecbole.quick_start import build, learned_value_count, load, run
 from tests.conformance import RecommenderConformance
-from tests.planted import FAST
+from tests.planted import FAST, write_histories
 
 IMPLICIT_MODELS = ["ImplicitALS", "ImplicitBPR", "ImplicitLMF", "ImplicitItemKNN"]
 
@@ -67,17 +67,6 @@ def random_histories(n_users=60, n_items=40, seed=0):
     rng = np.random.default_rng(seed)
     return {str(u): [str(i) for i in rng.choice(np.arange(1, n_items + 1), size=int(rng.integers(6, 15)),
                                                     replace=False)] for u in range(1, n_users + 1)}
-
-
-def write_histories(root, histories, name):
-    folder = os.path.join(str(root), name)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
-        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
-        for user, items in histories.items():
-            for step, item in enumerate(items):
-                f.write(f"{user}\t{item}\t{1 + (int(user) + step) % 5}\t{int(user) * 1000 + step}\n")
-    return str(root)
 
 
 def user_item_matrix(dataset, pairs, values):

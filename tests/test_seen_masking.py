@@ -2,8 +2,6 @@
 when the history is longer than the model's input window (MAX_ITEM_LIST_LENGTH).
 
 Known answers that need no model internals, and a numpy re-computation of the metrics from raw scores."""
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from mmrecbole import registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, run
-from tests.planted import FAST
+from tests.planted import FAST, write_histories
 
 SMALL_SEQ = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1}
 SEQUENTIAL = {
@@ -24,18 +22,6 @@ SEQUENTIAL = {
 }
 
 
-def write_inter(root, name, histories):
-    """Atomic files of {user: [items in time order]} (timestamps 1000 * user + step)."""
-    folder = os.path.join(str(root), name)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
-        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
-        for user, items in histories.items():
-            for step, item in enumerate(items):
-                f.write(f"{user}\t{item}\t{1 + step % 5}\t{1000 * int(user) + step}\n")
-    return str(root)
-
-
 @pytest.fixture(scope="module")
 def eleven_of_twelve(tmp_path_factory):
     """60 users who each saw 11 of 12 items in a random order: 9 train, 1 valid, 1 test. With every seen item
@@ -43,7 +29,7 @@ def eleven_of_twelve(tmp_path_factory):
     (test) are exactly 1 for any model."""
     rng = np.random.default_rng(7)
     histories = {str(u): [str(i) for i in rng.permutation(np.arange(1, 13))[:11]] for u in range(1, 61)}
-    return write_inter(tmp_path_factory.mktemp("eleven"), "eleven", histories)
+    return write_histories(tmp_path_factory.mktemp("eleven"), histories, "eleven")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +38,7 @@ def long_histories(tmp_path_factory):
     rng = np.random.default_rng(3)
     histories = {str(u): [str(i) for i in rng.choice(np.arange(1, 31), size=int(rng.integers(8, 21)), replace=False)]
                  for u in range(1, 81)}
-    return write_inter(tmp_path_factory.mktemp("long"), "long", histories), histories
+    return write_histories(tmp_path_factory.mktemp("long"), histories, "long"), histories
 
 
 @pytest.mark.parametrize("window", [3, 20])
@@ -119,7 +105,7 @@ def test_a_target_seen_before_stays_rankable(tmp_path):
     """Repeat consumption: like RecBole's general loader (history = used items - positives), a sequential row's
     target is not masked even when the user saw it earlier."""
     histories = {str(u): ["1", "2", "3", "4", "5", "2"] for u in range(1, 21)}
-    data_path = write_inter(tmp_path, "repeat", histories)
+    data_path = write_histories(tmp_path, histories, "repeat")
     config = Config("SASRec", "repeat", config_dict={**FAST, "data_path": data_path, "MAX_ITEM_LIST_LENGTH": 2,
                                                      **SMALL_SEQ})
     _, _, _, test, model = build(config)
