@@ -139,7 +139,7 @@ def main():
     from mmrecbole.quick_start import load_run
     from recbole.utils import ModelType
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     spec = load_spec(args.leaderboard)
     out = {"split": {}, "rows": []}
     for name in dict.fromkeys([spec.dataset, "ml-100k"]):
@@ -160,6 +160,7 @@ def main():
             loaded = load_run(record["checkpoint"])
             trainer = registry.get_trainer(loaded.config["MODEL_TYPE"], loaded.config["model"])(loaded.config,
                                                                                               loaded.model)
+            trainer.eval_collector.data_collect(loaded.train)  # popularity for the beyond-accuracy metrics
             entry["new"] = evaluate(trainer, loaded.test)
             if loaded.config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
                 entry["old"], entry["fix"] = window_only(trainer, loaded), "masking"
