@@ -17,6 +17,7 @@ from mmrecbole.leaderboard import runner as runner_module
 from mmrecbole.leaderboard.stats import choose_baseline
 from mmrecbole.quick_start import build, run
 from mmrecbole import registry
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST
 from tests.planted_mm import write_planted_mm
 
@@ -120,7 +121,7 @@ def test_reported_test_is_at_the_best_validation_epoch_not_the_best_test_epoch(t
     # Instrumented twin: the test score after every epoch (never used for selection, only by this test).
     config = Config("BPR", "plantedmm", config_dict=settings)
     _, train, valid, test, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
     test_by_epoch = {}
     trainer.fit(train, valid, saved=False, show_progress=False,
                 callback_fn=lambda epoch, _: test_by_epoch.__setitem__(

@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from mmrecbole import compat, registry
+from mmrecbole import checkpoint, registry
+from mmrecbole.data.build import ensure_dataset_files
+from mmrecbole.features import aligned_features
 from mmrecbole.ensemble import base_models, candidates, evaluation, features, phases
 from mmrecbole.ensemble.settings import STACKER_NAME, resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
@@ -35,11 +37,9 @@ def plan(dataset, config_dict) -> registry.PipelinePlan:
 
 def _content_tables(settings, reference) -> dict:
     """modality -> (unit item vectors, has-modality mask) for the available content_modalities."""
-    from mmrecbole.model.layers import load_aligned_features
-
     tables = {}
     for modality in settings.available_modalities():
-        matrix, mask = load_aligned_features(settings.protocol, reference.dataset, modality)
+        matrix, mask = aligned_features(settings.protocol, reference.dataset, modality)
         has = mask.numpy().astype(bool)
         tables[modality] = (features.unit_rows(matrix.numpy(), has), has)
     skipped = [m for m in settings["content_modalities"] if m not in tables]
@@ -60,9 +60,9 @@ def _load_scorers(settings, runs, reference, retrain):
             logger.warning(f"cached base model {run.label} no longer loads ({exc}): retraining it")
             run = runs[index] = retrain(settings.base_models[index])
             loaded = base_models.load_base_model(run, settings.dataset)
-        if compat.dataset_fingerprint(loaded.dataset) != reference.fingerprint:
+        if checkpoint.dataset_fingerprint(loaded.dataset) != reference.fingerprint:
             raise DatasetError(f"base model {run.label} was built on other user/item ids than the protocol's split "
-                               f"({compat.dataset_fingerprint(loaded.dataset)} vs {reference.fingerprint})")
+                               f"({checkpoint.dataset_fingerprint(loaded.dataset)} vs {reference.fingerprint})")
         scorers.append(candidates.BaseScorer(run.label, loaded))
     return scorers
 
@@ -139,7 +139,7 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     quick_start.run's keys plus candidate_recall, feature_importance, base_models and timings."""
     settings = resolve(dataset, config_file_list, config_dict, cmd_dict, cmd_text)
     protocol = settings.protocol
-    registry.ensure_dataset(protocol)
+    ensure_dataset_files(protocol)
     log_file = new_log_path(log_dir, STACKER_NAME, dataset)
     progress = protocol["show_progress"] if show_progress is None else show_progress
     checkpoint_dir = protocol["checkpoint_dir"]

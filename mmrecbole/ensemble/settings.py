@@ -15,7 +15,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from mmrecbole import PROPERTIES_DIR, compat, registry
+from mmrecbole import PROPERTIES_DIR, registry
+from mmrecbole import contract
+from mmrecbole.trainer.evaluation import metrics_needing_more_than_ranked_lists
 from mmrecbole.config import Config, closest, known_keys, read_yaml_file
 from mmrecbole.errors import ConfigError
 
@@ -103,7 +105,7 @@ class StackerSettings:
 
     @property
     def uses_content(self) -> bool:
-        reads = [bool(getattr(b.config.model_class, "uses_item_content", False) and b.config["modalities"])
+        reads = [contract.reads_item_content(b.config)
                  for b in self.base_models]
         return any(reads) or bool(self.available_modalities())
 
@@ -269,7 +271,7 @@ def resolve(dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd
     values, shared, sources = _split_layers(dataset, _layers(config_file_list, config_dict, cmd_dict), defaults)
     shared_text = {k: v for k, v in (cmd_text or {}).items() if k in shared}
     protocol = _base_config(PROTOCOL_MODEL, "(protocol)", dataset, shared, {}, shared_text)
-    unsupported = compat.metrics_needing_more_than_ranked_lists(protocol["metrics"])
+    unsupported = metrics_needing_more_than_ranked_lists(protocol["metrics"])
     if unsupported:
         raise ConfigError(f"{STACKER_NAME} ranks candidate lists; metrics {unsupported} need per-item scores or "
                           "labels that a ranked list does not have (use top-k and beyond-accuracy metrics)")

@@ -26,6 +26,7 @@ from mmrecbole.errors import UserError
 from mmrecbole.data.fileio import write_text_atomically
 from mmrecbole.leaderboard import provenance
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
+from mmrecbole import contract
 
 #: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
 #: (evaluation batching changes no metric: tests/test_protocol.py checks it).
@@ -59,7 +60,7 @@ class PlannedRun:
             self.uses_content, self.hash = planned.uses_content, planned.config_hash
         else:
             config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
-            self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
+            self.uses_content = contract.reads_item_content(config)
             self.hash = config_hash(config)
         self.code_version = provenance.code_version()
         self.path = self.path_for(spec, self.code_version)
