@@ -125,7 +125,7 @@ def run_key(model, dataset, settings):
     a saved run is reused only while the code's defaults and the settings still give the same config. The epoch cap
     is left out: `reusable` checks it (a run that stopped early is the same under any cap it did not reach)."""
     from mmrecbole.config import Config
-    from mmrecbole.leaderboard.runner import config_hash
+    from mmrecbole.runs import config_hash
 
     uncapped = {k: v for k, v in settings.items() if k != "epochs"}
     return f"{model}/{dataset}/{config_hash(Config(model, dataset, config_dict=uncapped))}/{settings['seed']}"
@@ -142,7 +142,7 @@ def reusable(run, max_epochs):
 def ttq(args, workdir):
     # A run of RecBole's prefix mode takes most of an hour on 2 cores: each finished run is saved at once to a partial
     # file, and a rerun resumes from it instead of repeating finished runs whose resolved config is unchanged.
-    from mmrecbole.leaderboard.report import code_commit
+    from mmrecbole.provenance import code_commit
 
     partial_path = os.path.join(PROJECT, "bench", "out", "sequential-ttq.partial.json")
     done = {}
@@ -396,7 +396,7 @@ def curves(args, workdir):
     """Per-epoch validation and test NDCG@10 of each variant and seed (args.epochs epochs, no early stopping)."""
     import statistics
 
-    from mmrecbole.leaderboard.report import code_commit
+    from mmrecbole.provenance import code_commit
 
     partial_path = os.path.join(PROJECT, "bench", "out", "sequential-curves.partial.json")
     done = {}

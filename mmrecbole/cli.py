@@ -169,7 +169,7 @@ def _leaderboard(args, overrides, argv) -> int:
             a for a in argv if a not in ("--readme", "--force", "--report_only"))
         readme = os.path.join(PROJECT_ROOT, "README.md")
         if not report["publishable"]:  # mixed code versions, uncommitted changes or unrecorded runs
-            from mmrecbole.leaderboard.provenance import listing
+            from mmrecbole.provenance import listing
 
             origin = report["provenance"]
             raise UserError(f"README.md not updated: the {spec.dataset} board is not from one committed code version "

@@ -1,7 +1,10 @@
-"""The one module that knows RecBole 1.2.1's internals and version quirks.
+"""RecBole 1.2.1's version quirks and internals, in one place.
 
-Everything else in mmrecbole uses RecBole through what this module exposes. Each workaround says what breaks
-without it, so that moving to another RecBole release means reading this file only.
+This module holds the workarounds (each says what breaks without it) and the few adapters onto RecBole's private
+API. Elsewhere mmrecbole builds on RecBole's public model API (recommender base classes, InputType / ModelType,
+layers) and, where it must reach further, the module is listed in RECBOLE_TOUCHPOINTS below with what it relies on:
+moving to another RecBole release means reading this file and those entries (tests/test_structure.py fails when a
+module imports RecBole beyond the public API without an entry).
 """
 from __future__ import annotations
 
@@ -16,6 +19,24 @@ from functools import lru_cache
 import pandas as pd
 import torch
 import yaml
+
+#: Modules outside compat that use RecBole beyond its public model API, and what they rely on.
+RECBOLE_TOUCHPOINTS = {
+    "mmrecbole/config.py": "Config's private layering steps, through RecBoleConfigAdapter (below)",
+    "mmrecbole/registry.py": "AbstractRecommender, to tell recommender classes from other exports",
+    "mmrecbole/data/build.py": "data_preparation's parts: create_samplers, get_dataloader, KGSampler; Dataset.build",
+    "mmrecbole/data/eval_loader.py": "FullSortEvalDataLoader: _init_batch_size_and_step, collate_fn's 4-tuple, "
+                                     "is_sequential, set_batch_size; the trainer masks `history_index`",
+    "mmrecbole/data/cold_start.py": "Dataset.build (pandas inter_feat, remapped ids, before the split), Dataset.copy",
+    "mmrecbole/data/windows.py": "Interaction; SequentialDataset's ITEM_SEQ / ITEM_SEQ_LEN fields",
+    "mmrecbole/trainer/base.py": "Trainer: fit's callback after early_stopping (cur_step), _train_epoch, "
+                                 "_save_checkpoint, resume_checkpoint, evaluate, _full_sort_batch_eval, "
+                                 "_generate_train_loss_output, _add_train_loss_to_tensorboard, evaluator, "
+                                 "eval_collector",
+    "mmrecbole/trainer/fit_once.py": "Trainer: _build_optimizer, _valid_epoch, eval_collector.data_collect",
+    "mmrecbole/trainer/evaluation.py": "Evaluator, DataStruct keys, TopkMetric.used_info / metric_info, "
+                                       "metrics_dict, Trainer._full_sort_batch_eval with tot_item_num / item_tensor",
+}
 
 # Quirks we live with rather than work around:
 # - a dataset named exactly `ml-100k` is always read from the copy inside the recbole wheel

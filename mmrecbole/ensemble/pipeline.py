@@ -1,6 +1,6 @@
 """The LGBMStacker run, end to end (registered in mmrecbole.registry.PIPELINES):
 
-1. base models: trained with quick_start.run, or reused from `<checkpoint_dir>/stacker-cache/`;
+1. base models: trained with quick_start.run, or reused from the run cache (`run_cache_dir`, mmrecbole.runs);
 2. valid phase: every base model scores the validation users (history = training split) through its own trainer;
    candidates = union of their top-N; features per (user, candidate); labels = the validation item;
 3. LightGBM LambdaRank fitted on a share of the validation users, early-stopped on the others (held-out fold);
@@ -143,13 +143,14 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     log_file = new_log_path(log_dir, STACKER_NAME, dataset)
     progress = protocol["show_progress"] if show_progress is None else show_progress
     checkpoint_dir = protocol["checkpoint_dir"]
+    cache = base_models.run_cache(protocol)
 
     def attach_log():  # every base run switches logging to its own file
         log_to_file(log_file, protocol["state"], console_log)
 
     def train(spec, retrain=False):
-        result = base_models.ensure_base_run(spec, dataset, settings.seed, checkpoint_dir, progress, log_dir,
-                                             console_log, retrain=retrain)
+        result = base_models.ensure_base_run(spec, dataset, settings.seed, cache, progress, log_dir, console_log,
+                                             retrain=retrain)
         attach_log()
         return result
 

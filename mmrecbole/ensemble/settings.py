@@ -20,6 +20,7 @@ from mmrecbole import contract
 from mmrecbole.trainer.evaluation import metrics_needing_more_than_ranked_lists
 from mmrecbole.config import Config, closest, known_keys, read_yaml_file
 from mmrecbole.errors import ConfigError
+from mmrecbole.runs import PROTOCOL_KEYS, config_hash
 
 STACKER_NAME = "LGBMStacker"
 PROPERTY_FILE = os.path.join(PROPERTIES_DIR, "model", f"{STACKER_NAME}.yaml")
@@ -87,9 +88,7 @@ class StackerSettings:
 
     @property
     def config_hash(self) -> str:
-        """Everything that changes the stacker's result except the seed (as leaderboard.runner.config_hash)."""
-        from mmrecbole.leaderboard.runner import config_hash
-
+        """Everything that changes the stacker's result except the seed (as mmrecbole.runs.config_hash)."""
         plain = {"stacker": self.values, "protocol": config_hash(self.protocol),
                  "base_models": [[b.label, b.name, b.config_hash] for b in self.base_models]}
         return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -217,8 +216,6 @@ def _check_values(values, sources, max_topk):
 
 
 def _base_entries(entries, where):
-    from mmrecbole.leaderboard.spec import PROTOCOL_KEYS
-
     if not entries:
         raise ConfigError(f"base_models ({where}) lists no models")
     parsed = []
@@ -265,8 +262,6 @@ def _base_config(name, label, dataset, shared, settings, cmd_text):
 
 def resolve(dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd_text=None) -> StackerSettings:
     """Check and resolve a stacker run's settings (no training, no data loading beyond what Config does)."""
-    from mmrecbole.leaderboard.runner import config_hash
-
     defaults = stacker_defaults()
     values, shared, sources = _split_layers(dataset, _layers(config_file_list, config_dict, cmd_dict), defaults)
     shared_text = {k: v for k, v in (cmd_text or {}).items() if k in shared}

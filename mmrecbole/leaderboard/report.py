@@ -13,8 +13,8 @@ from importlib import metadata
 from mmrecbole import __version__
 from mmrecbole.config import Config
 from mmrecbole.data.fileio import write_atomically, write_text_atomically
-from mmrecbole.leaderboard import provenance, stats
-from mmrecbole.leaderboard.provenance import code_commit  # noqa: F401  (re-exported: bench/ imports it from here)
+from mmrecbole import provenance
+from mmrecbole.leaderboard import stats
 
 ACCURACY = ("ndcg", "recall", "mrr", "hit")
 #: Beyond-accuracy metrics and whether higher is better.

@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from mmrecbole import PROJECT_ROOT
 from mmrecbole.config import read_yaml_file
 from mmrecbole.errors import ConfigError
+from mmrecbole.runs import PROTOCOL_KEYS
 
 #: Metrics of every leaderboard row: accuracy, then RecBole's beyond-accuracy metrics (exposure, popularity bias).
 LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniIndex", "AveragePopularity",
                        "TailPercentage"]
-#: Keys a single row may not change: they define the protocol shared by all rows.
-PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_items", "repeatable", "load_col",
-                 "cold_start_item_ratio", "data_path", "benchmark_filename")
 _TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
              "cache_dir"}
 
