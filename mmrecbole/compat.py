@@ -184,6 +184,40 @@ def recbole_known_keys() -> frozenset:
     return frozenset(keys | RECBOLE_OPTIONAL_KEYS | {"model", "dataset"})
 
 
+@lru_cache(maxsize=None)
+def recbole_model_keys() -> dict:
+    """{model name: frozenset of the keys its recbole/properties/model/<Model>.yaml defines}. Keys of every other
+    RecBole file (overall, dataset, the per-model-type quick-start files, the argument lists) apply to any model."""
+    folder = os.path.join(_recbole_dir(), "properties", "model")
+    owned = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".yaml"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                owned[name[: -len(".yaml")]] = frozenset(load_yaml(f.read()) or {})
+    return owned
+
+
+@lru_cache(maxsize=None)
+def recbole_general_keys() -> frozenset:
+    """Keys any model may set: RecBole's known keys less those only model property files define."""
+    model_only = set().union(*recbole_model_keys().values())
+    from recbole.utils.argument_list import (
+        dataset_arguments,
+        evaluation_arguments,
+        general_arguments,
+        training_arguments,
+    )
+
+    general = set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    props = os.path.join(_recbole_dir(), "properties")
+    for dirpath, _, files in os.walk(props):
+        if os.path.basename(dirpath) == "model":
+            continue
+        for name in files:
+            if name.endswith(".yaml"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    general.update(load_yaml(f.read()) or {})
+    return frozenset((recbole_known_keys() - model_only) | general)
 
 
 

@@ -14,6 +14,7 @@ from mmrecbole.config import Config
 from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
+from mmrecbole.runs import RunResult
 from mmrecbole import contract
 from mmrecbole.trainer import make_trainer
 
@@ -41,13 +42,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         log_dir="log", console_log=True, cmd_text=None) -> dict:
     """Train `model` on `dataset`, early-stopping on validation; evaluate the best checkpoint on test.
 
-    Returns a plain dict: model, dataset, seed, valid_metric, best_valid_score, best_epoch, epochs_run,
-    stopped_early, valid (metrics at the best epoch), test, valid_history [(epoch, valid score, seconds since
-    training started)], seconds_to_best (training time until the best validation epoch), train_seconds,
-    test_seconds, n_parameters, checkpoint, log_file, test_per_user ({"user_id": [...], "ndcg@10": [...], ...}:
-    the test top-k metrics per evaluated user, for paired significance tests).
+    Returns `mmrecbole.runs.RunResult(...).to_dict()` (its fields: metrics at the best validation epoch, test,
+    validation history, timings, learned values, checkpoint, per-user test metrics...).
 
-    A pipeline name (registry.PIPELINES, e.g. LGBMStacker) runs that pipeline instead; it returns the same keys.
+    A pipeline name (registry.PIPELINES, e.g. LGBMStacker) runs that pipeline instead; it returns a RunResult too.
     """
     pipeline = registry.get_pipeline(model)
     if pipeline is not None:
@@ -73,29 +71,29 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     test_seconds = time.perf_counter() - start
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
-    return {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "seed": config["seed"],
-        "valid_metric": config["valid_metric"].lower(),
-        "best_valid_score": float(best_valid_score),
-        "best_epoch": best_epoch,
-        "epochs_run": epochs_run,
-        "epochs_budget": int(trainer.epochs),
-        "stopped_early": epochs_run < int(trainer.epochs),
-        "fitted_once": contract.capabilities(config.model_class).fits_once,
-        "valid": _metrics(best_valid_result),
-        "test": _metrics(test_result),
-        "valid_history": history,
-        "seconds_to_best": next((t for e, _, t in history if e == best_epoch), None),
-        "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        "n_parameters": contract.learned_value_count(model_obj),
-        "checkpoint": trainer.saved_model_file if saved else None,
-        "log_file": log_file,
-        "test_per_user": {k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
-                          for k, v in per_user.items()} if per_user else None,
-    }
+    return RunResult(
+        model=config["model"],
+        dataset=config["dataset"],
+        seed=config["seed"],
+        valid_metric=config["valid_metric"].lower(),
+        best_valid_score=float(best_valid_score),
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        epochs_budget=int(trainer.epochs),
+        stopped_early=epochs_run < int(trainer.epochs),
+        fitted_once=contract.capabilities(config.model_class).fits_once,
+        valid=_metrics(best_valid_result),
+        test=_metrics(test_result),
+        valid_history=history,
+        seconds_to_best=next((t for e, _, t in history if e == best_epoch), None),
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        n_parameters=contract.learned_value_count(model_obj),
+        checkpoint=trainer.saved_model_file if saved else None,
+        log_file=log_file,
+        test_per_user={k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
+                       for k, v in per_user.items()} if per_user else None,
+    ).to_dict()
 
 
 @dataclass

@@ -146,6 +146,14 @@ def test_spec_file_validation(tmp_path):
         load_spec(str(path))
     path.write_text("dataset: ml-100k\nseeds: 3\nmodels: [BPR, Pop]\n")
     assert load_spec(str(path)).seeds == [2020, 2021, 2022]
+    # a board-wide model key reaches only the rows whose model has it; none having it is an error
+    path.write_text("dataset: ml-100k\nsettings: {n_layers: 2}\nmodels: [BPR, Pop]\n")
+    with pytest.raises(ConfigError, match="settings key 'n_layers' is a setting of .*, not of any row's model"):
+        load_spec(str(path))
+    path.write_text("dataset: ml-100k\nsettings: {window_context: 5, epochs: 3}\nmodels: [BPR, MMSASRec]\n")
+    spec = load_spec(str(path))
+    bpr, mm = (spec.row_settings(entry, 2020) for entry in spec.models)
+    assert "window_context" not in bpr and bpr["epochs"] == 3 and mm["window_context"] == 5
 
 
 def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from mmrecbole import compat
 from mmrecbole.data.build import build_dataloaders, create_dataset
 from mmrecbole.features import attach_item_content
-from mmrecbole.config import Config
+from mmrecbole.config import Config, settings_for
 from mmrecbole.errors import ConfigError
 from mmrecbole.model.layers import ItemContentEncoder
 from mmrecbole.quick_start import build, run
@@ -88,8 +88,10 @@ def test_cold_start_mode_only_content_models_rank_held_out_items(tmp_path):
     settings = {**EVAL, "topk": [10], "metrics": ["Recall"], "valid_metric": "Recall@10", "data_path": data_path,
                 "mm_feature_files": files, "cold_start_item_ratio": 0.2, "epochs": 30, **SEQ}
     mm = run("MMSASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
-    ids_only = run("SASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
-    popularity = run("Pop", "plantedmm", config_dict={**settings, "epochs": 1}, console_log=False)["test"]["recall@10"]
+    ids_only = run("SASRec", "plantedmm", config_dict=settings_for("SASRec", settings),
+                   console_log=False)["test"]["recall@10"]
+    popularity = run("Pop", "plantedmm", config_dict=settings_for("Pop", settings),
+                     console_log=False)["test"]["recall@10"]
     # Chance is 10/160: an ID-only model has never seen these items and ranks them below every trained one.
     assert mm >= 0.5 and ids_only <= 0.1 and popularity == 0.0, (mm, ids_only, popularity)
 

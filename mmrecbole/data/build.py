@@ -22,7 +22,8 @@ def dataset_files_present(config) -> bool:
     folder = config["data_path"]
     name = config["dataset"]
     if config["benchmark_filename"]:
-        return all(os.path.isfile(os.path.join(folder, f"{name}.{part}.inter")) for part in config["benchmark_filename"])
+        return all(os.path.isfile(os.path.join(folder, f"{name}.{part}.inter"))
+                   for part in config["benchmark_filename"])
     return os.path.isfile(os.path.join(folder, f"{name}.inter"))
 
 
@@ -73,7 +74,8 @@ def build_dataloaders(config, dataset):
         train = get_dataloader(config, "train")(config, train_set, train_sampler, shuffle=config["shuffle"])
     if (config["train_mode"] or "prefix") == "all_positions":
         if not contract.capabilities(config.model_class).supports_all_positions:
-            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; use train_mode: prefix")
+            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; "
+                              "use train_mode: prefix")
         train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
     valid = score_bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
     test = score_bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)

@@ -25,6 +25,7 @@ from mmrecbole.ensemble.settings import STACKER_NAME, resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
 from mmrecbole.errors import CheckpointError, DatasetError
 from mmrecbole.log import log_to_file, new_log_path
+from mmrecbole.runs import RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -206,41 +207,45 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     users = reference.phases["test"].users[per_user.pop("user_index")]
     tokens = reference.dataset.field2id_token[reference.dataset.uid_field]
     history = [(int(i), float(v), float(t)) for i, v, t in stacker.history]
-    return {
-        "model": STACKER_NAME,
-        "dataset": dataset,
-        "seed": settings.seed,
-        "valid_metric": valid_metric,
-        "best_valid_score": float(valid_metrics[valid_metric]),
-        "best_epoch": stacker.best_iteration,
-        "epochs_run": stacker.iterations_run,
-        "epochs_budget": int(stacker.params.get("n_estimators", 100)),
-        "progress_unit": "boosting rounds",
-        "stopped_early": stacker.iterations_run < int(stacker.params.get("n_estimators", 100)),
-        "fitted_once": False,
-        "valid": valid_metrics,
-        "test": test_metrics,
-        "valid_history": history,
-        "seconds_to_best": next((t for i, _, t in history if i == stacker.best_iteration), None),
-        "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        "n_parameters": stacker.n_leaves(),
-        "checkpoint": folder,
-        "log_file": log_file,
-        "test_per_user": {"user_id": [str(t) for t in tokens[users]],
-                          **{k: [round(float(x), 6) for x in v] for k, v in per_user.items()}},
-        "candidate_recall": {"valid": valid_recall, "test": test_recall},
-        "candidates_per_user": {"valid": float(np.mean(valid_frame.pool.group_sizes)),
-                                "test": float(np.mean(test_frame.pool.group_sizes))},
-        "feature_importance": importance,
-        "content_modalities_used": list(content),
-        "base_models": base_summary,
-        "timings": {"load_base_models_and_data": load_seconds, "valid_candidates_features": valid_features_seconds,
-                    "lightgbm_fit": stacker.fit_seconds, "test_candidates_features": test_features_seconds,
-                    "lightgbm_predict_test": predict_seconds},
-        "notes": [f"candidate recall: valid {valid_recall:.4f}, test {test_recall:.4f} (the most Hit@k can reach)",
-                  "feature importance (gain): " + ", ".join(f"{k} {v:.0f}" for k, v in list(importance.items())[:8]),
-                  "base models: " + ", ".join(f"{b['label']} ({'cached' if b['reused'] else 'trained'}, test "
-                                              f"{valid_metric} {b['test'].get(valid_metric, float('nan')):.4f})"
-                                              for b in base_summary)],
-    }
+    return RunResult(
+        model=STACKER_NAME,
+        dataset=dataset,
+        seed=settings.seed,
+        valid_metric=valid_metric,
+        best_valid_score=float(valid_metrics[valid_metric]),
+        best_epoch=stacker.best_iteration,
+        epochs_run=stacker.iterations_run,
+        epochs_budget=int(stacker.params.get("n_estimators", 100)),
+        progress_unit="boosting rounds",
+        stopped_early=stacker.iterations_run < int(stacker.params.get("n_estimators", 100)),
+        fitted_once=False,
+        valid=valid_metrics,
+        test=test_metrics,
+        valid_history=history,
+        seconds_to_best=next((t for i, _, t in history if i == stacker.best_iteration), None),
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        n_parameters=stacker.n_leaves(),
+        checkpoint=folder,
+        log_file=log_file,
+        test_per_user={"user_id": [str(t) for t in tokens[users]],
+                       **{k: [round(float(x), 6) for x in v] for k, v in per_user.items()}},
+        extra={
+            "candidate_recall": {"valid": valid_recall, "test": test_recall},
+            "candidates_per_user": {"valid": float(np.mean(valid_frame.pool.group_sizes)),
+                                    "test": float(np.mean(test_frame.pool.group_sizes))},
+            "feature_importance": importance,
+            "content_modalities_used": list(content),
+            "base_models": base_summary,
+            "timings": {"load_base_models_and_data": load_seconds,
+                        "valid_candidates_features": valid_features_seconds, "lightgbm_fit": stacker.fit_seconds,
+                        "test_candidates_features": test_features_seconds, "lightgbm_predict_test": predict_seconds},
+            "notes": [f"candidate recall: valid {valid_recall:.4f}, test {test_recall:.4f} (the most Hit@k can "
+                      "reach)",
+                      "feature importance (gain): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in list(importance.items())[:8]),
+                      "base models: " + ", ".join(f"{b['label']} ({'cached' if b['reused'] else 'trained'}, test "
+                                                  f"{valid_metric} {b['test'].get(valid_metric, float('nan')):.4f})"
+                                                  for b in base_summary)],
+        },
+    ).to_dict()

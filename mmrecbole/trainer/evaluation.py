@@ -45,8 +45,8 @@ RANKED_LIST_STRUCT_KEYS = frozenset({"rec.topk", "rec.items", "data.num_items", 
 def full_sort_scores(trainer, eval_loader):
     """Yield (internal user ids [b] np.int64, scores [b, item_num] float32 CPU tensor) per batch of a full-ranking
     eval loader, through the trainer's own `_full_sort_batch_eval`: padding and seen items are -inf exactly as in
-    the trainer's evaluation (the evaluation loaders carry every user's history, for sequential models too), so scores read here rank
-    the same candidates as the model's own leaderboard row.
+    the trainer's evaluation (the evaluation loaders carry every user's history, for sequential models too), so
+    scores read here rank the same candidates as the model's own leaderboard row.
 
     `_full_sort_batch_eval` needs `tot_item_num` (and `item_tensor` for models without `full_sort_predict`), which
     RecBole 1.2.1's `Trainer.evaluate` sets just before its batch loop; we set them the same way."""
