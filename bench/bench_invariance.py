@@ -2,12 +2,14 @@
 
     python bench/bench_invariance.py record OUT.json     # run every case below, write their metrics
     python bench/bench_invariance.py compare A.json B.json  # exit 1 and list the differences when any
+    python bench/bench_invariance.py compare-runs OLD_RUNS_DIR NEW_RUNS_DIR  # leaderboard run records, by label+seed
 
 Each case is one `quick_start.run` with a fixed seed on the planted fixtures of tests/ (ring walks, and the planted
 multimodal data with text/image feature tables), covering every trainer path: gradient (RecBole's trainer, ours),
 one-pass (FitOnceTrainer, implicit), sequential prefix and all_positions windows, content models, cold-start items,
-the LGBMStacker pipeline. Real-data runs are compared through a leaderboard's cached records instead (see
-bench/RESULTS.md, "Structure redesign").
+the LGBMStacker pipeline. Real-data runs are compared through leaderboard run records (`compare-runs`: every run of
+the new folder against the run of the same label and seed in the old one: validation and test metrics and every
+user's test metrics, exactly).
 """
 from __future__ import annotations
 
@@ -100,11 +102,46 @@ def compare(a_path: str, b_path: str) -> int:
     return 1 if differences else 0
 
 
+def _records(folder: str) -> dict:
+    records = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                record = json.load(f)
+            records[(record["label"], record["seed"])] = record
+    return records
+
+
+def compare_runs(old_dir: str, new_dir: str) -> int:
+    old, new = _records(old_dir), _records(new_dir)
+    same, differing = 0, []
+    for key, record in sorted(new.items()):
+        before = old.get(key)
+        fields = ("valid", "test", "test_per_user", "best_epoch", "epochs_run")
+        if before is None:
+            differing.append(f"{key}: no old run")
+        elif any(record.get(f) != before.get(f) for f in fields):
+            changed = [f for f in fields if record.get(f) != before.get(f)]
+            differing.append(f"{key}: {changed} differ (test ndcg@10 {before['test'].get('ndcg@10')} -> "
+                             f"{record['test'].get('ndcg@10')})")
+        else:
+            same += 1
+            print(f"identical {key[0]} seed {key[1]}: test ndcg@10 {record['test'].get('ndcg@10')}, "
+                  f"{len(record['test_per_user']['user_id'])} users' metrics; code {before['code_version']} -> "
+                  f"{record['code_version']}")
+    for line in differing:
+        print("DIFFERS " + line)
+    print(f"{same} of {len(new)} runs identical")
+    return 1 if differing else 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "record":
         record(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "compare-runs":
+        sys.exit(compare_runs(sys.argv[2], sys.argv[3]))
     else:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         sys.exit(2)

@@ -176,7 +176,7 @@ def _leaderboard(args, overrides, argv) -> int:
                             f"(runs trained at: {listing(origin['commits'])}; code versions: "
                             f"{listing(origin['code_versions'])}); commit the code and rerun (--force re-trains "
                             "cached runs)")
-        if update_readme(readme, spec.dataset, report["markdown"], command):
+        if update_readme(readme, spec.dataset, report["markdown"], command, report["paths"]["md"]):
             print(f"README.md leaderboard section for {spec.dataset} refreshed")
         else:
             raise ConfigError(f"README.md has no leaderboard markers for {spec.dataset}")

@@ -163,9 +163,7 @@ def recbole_trainer_class(model_type, model_name: str) -> type:
 # --------------------------------------------------------------------------------------------------------------
 # Configuration keys
 # --------------------------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def recbole_known_keys() -> frozenset:
-    """Every key any RecBole property file defines, its argument lists, and the optional keys above."""
+def _recbole_argument_keys() -> set:
     from recbole.utils.argument_list import (
         dataset_arguments,
         evaluation_arguments,
@@ -173,15 +171,27 @@ def recbole_known_keys() -> frozenset:
         training_arguments,
     )
 
-    keys = set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
-    props = os.path.join(_recbole_dir(), "properties")
-    for dirpath, _, files in os.walk(props):
+    return set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+
+
+def _recbole_file_keys(model_files: bool) -> set:
+    """Keys of RecBole's property files: all of them, or all but properties/model/*.yaml."""
+    keys = set()
+    for dirpath, _, files in os.walk(os.path.join(_recbole_dir(), "properties")):
+        if not model_files and os.path.basename(dirpath) == "model":
+            continue
         for name in files:
             if name.endswith(".yaml"):
                 with open(os.path.join(dirpath, name), encoding="utf-8") as f:
-                    data = load_yaml(f.read()) or {}
-                keys.update(data)
-    return frozenset(keys | RECBOLE_OPTIONAL_KEYS | {"model", "dataset"})
+                    keys.update(load_yaml(f.read()) or {})
+    return keys
+
+
+@lru_cache(maxsize=None)
+def recbole_known_keys() -> frozenset:
+    """Every key any RecBole property file defines, its argument lists, and the optional keys above."""
+    return frozenset(_recbole_argument_keys() | _recbole_file_keys(model_files=True) | RECBOLE_OPTIONAL_KEYS
+                     | {"model", "dataset"})
 
 
 @lru_cache(maxsize=None)
@@ -199,27 +209,11 @@ def recbole_model_keys() -> dict:
 
 @lru_cache(maxsize=None)
 def recbole_general_keys() -> frozenset:
-    """Keys any model may set: RecBole's known keys less those only model property files define."""
+    """Keys any model may set: the argument lists and every non-model property file, plus the optional keys that
+    no model file claims."""
     model_only = set().union(*recbole_model_keys().values())
-    from recbole.utils.argument_list import (
-        dataset_arguments,
-        evaluation_arguments,
-        general_arguments,
-        training_arguments,
-    )
-
-    general = set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
-    props = os.path.join(_recbole_dir(), "properties")
-    for dirpath, _, files in os.walk(props):
-        if os.path.basename(dirpath) == "model":
-            continue
-        for name in files:
-            if name.endswith(".yaml"):
-                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
-                    general.update(load_yaml(f.read()) or {})
-    return frozenset((recbole_known_keys() - model_only) | general)
-
-
+    general = _recbole_argument_keys() | _recbole_file_keys(model_files=False)
+    return frozenset(general | ((RECBOLE_OPTIONAL_KEYS | {"model", "dataset"}) - model_only))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -94,6 +94,10 @@ def listing(counts) -> str:
     return ", ".join(f"{value} ({n} run{'s' if n != 1 else ''})" for value, n in counts)
 
 
+#: How every `summarize` line starts (a report finds the line by it).
+SUMMARY_STARTS = ("All ", "**WARNING: MIXED board")
+
+
 def summarize(records, current_commit: str | None = None, current_version: str | None = None) -> dict:
     """Provenance of a board's runs: {"code_versions", "commits" (ordered (value, runs) pairs), "single_commit",
     "publishable", "line"}.
