@@ -100,8 +100,8 @@ def bare_run(config):
     """
     from threadpoolctl import threadpool_limits
 
-    from mmrecbole.compat import build_dataloaders, dataset_of
-    from mmrecbole.registry import create_dataset
+    from mmrecbole.compat import dataset_of
+    from mmrecbole.data.build import build_dataloaders, create_dataset
 
     train, valid, test = (dataset_of(loader) for loader in build_dataloaders(config, create_dataset(config)))
 

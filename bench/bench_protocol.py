@@ -35,13 +35,14 @@ def split_targets(dataset_name, raw_order: bool, extra=None):
     (`raw_order`: RecBole's float32 timestamp order, as before the fix)."""
     from recbole.data.dataset import Dataset
 
-    from mmrecbole import compat, registry
+    from mmrecbole import compat
     from mmrecbole.config import Config
+    from mmrecbole.data.build import create_dataset, ensure_dataset_files
 
     config = Config("BPR", dataset_name, config_dict={"state": "WARNING", **(extra or {})})
-    registry.ensure_dataset(config)
+    ensure_dataset_files(config)
     compat.set_seed(config["seed"], config["reproducibility"])
-    dataset = Dataset(config) if raw_order else registry.create_dataset(config)
+    dataset = Dataset(config) if raw_order else create_dataset(config)
     _, valid, test = dataset.build()
     targets = {}
     for position, split in enumerate((valid, test)):
@@ -114,12 +115,13 @@ def recbole_pop(dataset_name, seed, settings):
     from mmrecbole import compat
     from mmrecbole.config import Config
     from mmrecbole.quick_start import build
+    from mmrecbole.trainer import with_training
 
     config = Config("Pop", dataset_name, config_dict={**settings, "seed": seed, "state": "WARNING"})
     _, train, valid, test, _ = build(config)
     compat.set_seed(seed, config["reproducibility"])
     model = compat.import_recbole_model("Pop")(config, compat.dataset_of(train))
-    trainer = compat.safe_trainer(compat.recbole_trainer_class(model.type, "Pop"))(config, model)
+    trainer = with_training(compat.recbole_trainer_class(model.type, "Pop"))(config, model)
     trainer.fit(train, valid, saved=True, show_progress=False)
     result = trainer.evaluate(test, load_best_model=True, show_progress=False)
     return {m: float(result[m]) for m in METRICS}
@@ -135,6 +137,7 @@ def main():
 
     from mmrecbole import registry
     from mmrecbole.leaderboard.runner import plan
+    from mmrecbole.trainer import make_trainer
     from mmrecbole.leaderboard.spec import load_spec
     from mmrecbole.quick_start import load_run
     from recbole.utils import ModelType
@@ -158,8 +161,7 @@ def main():
             entry["fix"] = "pop"
         elif run.entry.name.startswith("Implicit") or registry.get_model(run.entry.name).type == ModelType.SEQUENTIAL:
             loaded = load_run(record["checkpoint"])
-            trainer = registry.get_trainer(loaded.config["MODEL_TYPE"], loaded.config["model"])(loaded.config,
-                                                                                              loaded.model)
+            trainer = make_trainer(loaded.config, loaded.model)
             trainer.eval_collector.data_collect(loaded.train)  # popularity for the beyond-accuracy metrics
             entry["new"] = evaluate(trainer, loaded.test)
             if loaded.config["MODEL_TYPE"] == ModelType.SEQUENTIAL:

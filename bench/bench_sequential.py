@@ -84,13 +84,14 @@ import json, sys, time
 import torch
 request = json.loads(sys.stdin.read())
 torch.set_num_threads(request.get("threads", 2))
-from mmrecbole import registry
 from mmrecbole.config import Config
+from mmrecbole.data.build import ensure_dataset_files
 from mmrecbole.quick_start import build
+from mmrecbole.trainer import make_trainer
 config = Config(request["model"], request["dataset"], config_dict=request["settings"])
-registry.ensure_dataset(config)
+ensure_dataset_files(config)
 _, train, valid, test, model = build(config)
-trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+trainer = make_trainer(config, model)
 curve, start = [], time.perf_counter()
 def after_validation(epoch, valid_score):
     # Test after every epoch, for this diagnostic only: nothing here selects on it. Full ranking draws no random
@@ -124,7 +125,7 @@ def run_key(model, dataset, settings):
     a saved run is reused only while the code's defaults and the settings still give the same config. The epoch cap
     is left out: `reusable` checks it (a run that stopped early is the same under any cap it did not reach)."""
     from mmrecbole.config import Config
-    from mmrecbole.leaderboard.runner import config_hash
+    from mmrecbole.runs import config_hash
 
     uncapped = {k: v for k, v in settings.items() if k != "epochs"}
     return f"{model}/{dataset}/{config_hash(Config(model, dataset, config_dict=uncapped))}/{settings['seed']}"
@@ -141,7 +142,7 @@ def reusable(run, max_epochs):
 def ttq(args, workdir):
     # A run of RecBole's prefix mode takes most of an hour on 2 cores: each finished run is saved at once to a partial
     # file, and a rerun resumes from it instead of repeating finished runs whose resolved config is unchanged.
-    from mmrecbole.leaderboard.report import code_commit
+    from mmrecbole.provenance import code_commit
 
     partial_path = os.path.join(PROJECT, "bench", "out", "sequential-ttq.partial.json")
     done = {}
@@ -221,11 +222,11 @@ def training_lengths(dataset):
     """{user token: number of training interactions} under the bench's split (leave-one-out: all but two)."""
     import numpy as np
 
-    from mmrecbole import registry
     from mmrecbole.config import Config
+    from mmrecbole.data.build import create_dataset
 
     config = Config("SASRec", dataset, config_dict={**BACKBONE, "gpu_id": ""})
-    data = registry.create_dataset(config)
+    data = create_dataset(config)
     users = np.asarray(data.inter_feat[data.uid_field])  # a DataFrame column before the dataloaders are built
     counts = np.bincount(users, minlength=data.user_num)
     return {str(data.id2token(data.uid_field, u)): int(c) - 2 for u, c in enumerate(counts) if u > 0 and c > 0}
@@ -343,20 +344,22 @@ import json, resource, sys, time
 import torch
 request = json.loads(sys.stdin.read())
 torch.set_num_threads(2)
-from mmrecbole import compat, registry
+from mmrecbole import compat
+from mmrecbole.data.eval_loader import ScoreBoundedFullSortEvalDataLoader
 from mmrecbole.quick_start import load_run
+from mmrecbole.trainer import make_trainer
 loaded = load_run(request["checkpoint"])
 config = loaded.config
 config["eval_batch_size"] = request["eval_batch_size"]
 from recbole.data.dataloader import FullSortEvalDataLoader
-# RecBole's loader counts eval_batch_size in sequences; ours (compat) in scores. Both mask every seen item.
-class RecBoleBatching(compat.ScoreBoundedFullSortEvalDataLoader):
+# RecBole's loader counts eval_batch_size in sequences; ours (data.eval_loader) in scores. Both mask every seen item.
+class RecBoleBatching(ScoreBoundedFullSortEvalDataLoader):
     _init_batch_size_and_step = FullSortEvalDataLoader._init_batch_size_and_step
-loader = RecBoleBatching if request["recbole_batching"] else compat.ScoreBoundedFullSortEvalDataLoader
+loader = RecBoleBatching if request["recbole_batching"] else ScoreBoundedFullSortEvalDataLoader
 test = loader(config, compat.dataset_of(loaded.test), loaded.test._sampler, shuffle=False)
 if loaded.test.seen_items is not None:
     test.set_seen_items(loaded.test.seen_items)  # every seen item masked, as in training runs
-trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
+trainer = make_trainer(config, loaded.model)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 result = trainer.evaluate(test, load_best_model=False)
@@ -393,7 +396,7 @@ def curves(args, workdir):
     """Per-epoch validation and test NDCG@10 of each variant and seed (args.epochs epochs, no early stopping)."""
     import statistics
 
-    from mmrecbole.leaderboard.report import code_commit
+    from mmrecbole.provenance import code_commit
 
     partial_path = os.path.join(PROJECT, "bench", "out", "sequential-curves.partial.json")
     done = {}

@@ -16,14 +16,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmrecbole.data import atomic_path, ensure_dataset, read_atomic_file  # noqa: E402
+from mmrecbole.data import atomic_path, prepare_dataset, read_atomic_file  # noqa: E402
 from mmrecbole.features.store import DEFAULT_TEXT_TEMPLATE  # noqa: E402
 from mmrecbole.features.template import TextTemplate  # noqa: E402
 from mmrecbole.features.text import TextEncoder, length_sorted_batches  # noqa: E402
 
 
 def item_texts():
-    folder = ensure_dataset("ml-100k-mm")
+    folder = prepare_dataset("ml-100k-mm")
     frame = read_atomic_file(atomic_path(folder, "ml-100k-mm", "item"))
     template = TextTemplate(DEFAULT_TEXT_TEMPLATE)
     return [t for t in (template.render(r) for r in frame.to_dict("records")) if t]

@@ -6,7 +6,7 @@ One `.pth` file holds:
   config_json       the resolved plain settings (enough to rebuild the Config, the dataset split and the model)
   training_json     epoch, early-stopping step, best validation score and metric
   state_dict        the model's tensors
-  other_parameter   fitted state outside state_dict (Pop counts, ItemKNN similarity...) encoded as tensors
+  other_parameter   fitted state outside state_dict (RecBole ItemKNN's similarity matrix...) encoded as tensors
   optimizer         the optimizer's state_dict (tensors and numbers), for resuming
 
 Nothing in it is a pickled Python object, so loading never runs code. Files are written to a temporary name in the
@@ -14,6 +14,7 @@ same folder and renamed, so a crash never leaves a half-written checkpoint under
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -22,6 +23,8 @@ import time
 import zipfile
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from mmrecbole import __version__, compat
@@ -29,6 +32,77 @@ from mmrecbole.data.fileio import write_atomically
 from mmrecbole.errors import CheckpointError
 
 FORMAT = "mmrecbole-checkpoint/1"
+
+
+def _ids_digest(tokens) -> str:
+    h = hashlib.sha1()
+    for tok in tokens:
+        h.update(str(tok).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> dict:
+    """What a checkpoint must match: entity counts and digests of the id maps (row i of an embedding = id i)."""
+    return {
+        "n_users": int(dataset.user_num),
+        "n_items": int(dataset.item_num),
+        "user_ids_sha1": _ids_digest(dataset.field2id_token[dataset.uid_field]),
+        "item_ids_sha1": _ids_digest(dataset.field2id_token[dataset.iid_field]),
+    }
+
+
+# RecBole models keep some fitted state outside nn.Module parameters and list it in `other_parameter_name`
+# (ItemKNN: scipy sparse `w` and `pred_mat`; LightGCN: cached embeddings). RecBole pickles
+# those objects into its checkpoints. We encode them as plain tensors so that `torch.load(weights_only=True)` reads
+# them.
+_SPARSE = "__scipy_sparse__"
+_NDARRAY = "__ndarray__"
+
+
+def encode_other_parameters(model) -> dict:
+    encoded = {}
+    for name, value in model.other_parameter().items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            encoded[name] = value
+        elif isinstance(value, torch.nn.Module):
+            continue  # already in state_dict
+        elif isinstance(value, torch.Tensor):
+            encoded[name] = value.detach().cpu()
+        elif sp.issparse(value):
+            csr = value.tocsr()
+            encoded[name] = {
+                _SPARSE: value.getformat(),
+                "data": torch.from_numpy(np.asarray(csr.data)),
+                "indices": torch.from_numpy(np.asarray(csr.indices, dtype=np.int64)),
+                "indptr": torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64)),
+                "shape": list(csr.shape),
+            }
+        elif isinstance(value, np.ndarray) and value.dtype != object:
+            encoded[name] = {_NDARRAY: True, "array": torch.from_numpy(np.ascontiguousarray(value))}
+        else:
+            raise TypeError(
+                f"cannot store {type(model).__name__}.{name} ({type(value).__name__}) in a safe checkpoint; "
+                "keep fitted state in tensors, numpy arrays or scipy sparse matrices"
+            )
+    return encoded
+
+
+def decode_other_parameters(encoded: dict, device) -> dict:
+    decoded = {}
+    for name, value in encoded.items():
+        if isinstance(value, dict) and _SPARSE in value:
+            csr = sp.csr_matrix(
+                (value["data"].numpy(), value["indices"].numpy(), value["indptr"].numpy()), shape=value["shape"]
+            )
+            decoded[name] = csr.asformat(value[_SPARSE])
+        elif isinstance(value, dict) and _NDARRAY in value:
+            decoded[name] = value["array"].numpy()
+        elif isinstance(value, torch.Tensor):
+            decoded[name] = value.to(device)
+        else:
+            decoded[name] = value
+    return decoded
 
 
 def _plain(value):
@@ -68,7 +142,7 @@ def save(path, *, model, config, dataset_fingerprint=None, training=None, optimi
         "config_json": json.dumps(_plain(resolved)),
         "training_json": json.dumps(training or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "other_parameter": compat.encode_other_parameters(model),
+        "other_parameter": encode_other_parameters(model),
         "optimizer": optimizer_state,
     }
     atomic_torch_save(payload, str(path))
@@ -121,7 +195,7 @@ class Checkpoint:
                 f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]} (was it trained with "
                 "other model settings?)"
             )
-        model.load_other_parameter(compat.decode_other_parameters(self.other_parameter, device))
+        model.load_other_parameter(decode_other_parameters(self.other_parameter, device))
 
 
 def read(path, map_location="cpu") -> Checkpoint:

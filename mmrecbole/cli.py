@@ -169,14 +169,14 @@ def _leaderboard(args, overrides, argv) -> int:
             a for a in argv if a not in ("--readme", "--force", "--report_only"))
         readme = os.path.join(PROJECT_ROOT, "README.md")
         if not report["publishable"]:  # mixed code versions, uncommitted changes or unrecorded runs
-            from mmrecbole.leaderboard.provenance import listing
+            from mmrecbole.provenance import listing
 
             origin = report["provenance"]
             raise UserError(f"README.md not updated: the {spec.dataset} board is not from one committed code version "
                             f"(runs trained at: {listing(origin['commits'])}; code versions: "
                             f"{listing(origin['code_versions'])}); commit the code and rerun (--force re-trains "
                             "cached runs)")
-        if update_readme(readme, spec.dataset, report["markdown"], command):
+        if update_readme(readme, spec.dataset, report["markdown"], command, report["paths"]["md"]):
             print(f"README.md leaderboard section for {spec.dataset} refreshed")
         else:
             raise ConfigError(f"README.md has no leaderboard markers for {spec.dataset}")

@@ -76,6 +76,76 @@ def known_keys() -> frozenset:
     return compat.recbole_known_keys() | our_known_keys()
 
 
+@lru_cache(maxsize=None)
+def our_model_keys() -> dict:
+    """{model: keys of properties/model/<model>.yaml} (pipelines excluded, as in our_known_keys)."""
+    from mmrecbole.registry import PIPELINES
+
+    folder = os.path.join(PROPERTIES_DIR, "model")
+    return {name[: -len(".yaml")]: frozenset(read_yaml_file(os.path.join(folder, name)))
+            for name in sorted(os.listdir(folder)) if name.endswith(".yaml") and name[: -len(".yaml")] not in PIPELINES}
+
+
+@lru_cache(maxsize=None)
+def general_keys() -> frozenset:
+    """Keys every model accepts: RecBole's and our overall / dataset settings; the rest belong to models."""
+    ours = set(read_yaml_file(os.path.join(PROPERTIES_DIR, "overall.yaml")))
+    folder = os.path.join(PROPERTIES_DIR, "dataset")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".yaml"):
+            ours.update(read_yaml_file(os.path.join(folder, name)))
+    return frozenset(compat.recbole_general_keys() | ours)
+
+
+def accepts(model: str, key: str) -> bool:
+    """Whether `key` is a setting of `model`: a general key, or one of the model's property files (ours or
+    RecBole's)."""
+    return (key in general_keys() or key in our_model_keys().get(model, ())
+            or key in compat.recbole_model_keys().get(model, ()))
+
+
+def key_owners(key: str) -> list:
+    """The models whose property files define `key` (for an error that names them): ours first, then RecBole's."""
+    ours = sorted(m for m, keys in our_model_keys().items() if key in keys)
+    theirs = sorted(m for m, keys in compat.recbole_model_keys().items() if key in keys and m not in ours)
+    return ours + theirs
+
+
+def settings_for(model: str, settings: dict) -> dict:
+    """The part of shared `settings` (a leaderboard's board-wide settings, a stacker run's shared settings) that
+    `model` accepts: a setting meant for other rows is not an error for this one."""
+    return {k: v for k, v in settings.items() if accepts(model, k)}
+
+
+def read_layers(config_file_list=None, config_dict=None, cmd_dict=None) -> list:
+    """[(source, {key: value})], lowest priority first: config files in order, a config_dict, command-line flags.
+    The one layering every configuration of mmrecbole uses (models, the stacker, the feature CLI)."""
+    layers = [(path, read_yaml_file(path)) for path in (config_file_list or [])]
+    if config_dict:
+        layers.append(("config_dict", dict(config_dict)))
+    if cmd_dict:
+        layers.append(("command line", dict(cmd_dict)))
+    return layers
+
+
+def type_mismatch(value, default):
+    """What `value` should be for a key whose default is `default` ('an integer', ...), or None when it fits.
+    None defaults and values fit anything."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, list):
+        return None if isinstance(value, list) else "a list"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "a mapping"
+    return None
+
+
 # Second-level keys RecBole fills in itself and otherwise ignores silently when misspelt.
 _NESTED_KEYS = {
     "eval_args": {"split", "group_by", "order", "mode"},
@@ -89,7 +159,8 @@ def closest(name: str, candidates) -> str | None:
     return lowered[match[0]] if match else None
 
 
-def _describe(source: str, key: str) -> str:
+def describe_source(source: str, key: str) -> str:
+    """Where a setting came from, as an error message says it."""
     if source == "command line":
         return f"command-line flag --{key}"
     if source == "config_dict":
@@ -113,12 +184,9 @@ class Config(compat.RecBoleConfigAdapter):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_dict=None,
                  cmd_text=None):
         self._cmd_text = dict(cmd_text or {})
-        layers = [(path, read_yaml_file(path)) for path in (config_file_list or [])]
-        if config_dict:
-            layers.append(("config_dict", dict(config_dict)))
-        if cmd_dict:
-            layers.append(("command line", dict(cmd_dict)))
+        layers = read_layers(config_file_list, config_dict, cmd_dict)
         self._layers = layers
+        self._model_name = model if isinstance(model, str) else getattr(model, "__name__", None)
         self._sources = {}
         for source, values in layers:
             for key in values:
@@ -168,44 +236,50 @@ class Config(compat.RecBoleConfigAdapter):
             for key, value in values.items():
                 if key in compat.RECBOLE_DERIVED_KEYS:
                     raise ConfigError(
-                        f"config key '{key}' in {_describe(source, key)} is derived by RecBole from the model; "
+                        f"config key '{key}' in {describe_source(source, key)} is derived by RecBole from the model; "
                         "remove it"
                     )
                 if key not in known:
                     hint = closest(key, known)
                     raise ConfigError(
-                        f"unknown config key '{key}' in {_describe(source, key)}"
+                        f"unknown config key '{key}' in {describe_source(source, key)}"
                         + (f"; did you mean '{hint}'?" if hint else "")
                         + " (keys come from RecBole's and properties/ YAML files)"
                     )
+                self._check_owner(source, key)
                 allowed = _NESTED_KEYS.get(key)
                 if allowed and isinstance(value, dict):
                     for sub in value:
                         if sub not in allowed:
                             hint = closest(str(sub), allowed)
                             raise ConfigError(
-                                f"unknown key '{sub}' inside '{key}' in {_describe(source, key)}"
+                                f"unknown key '{sub}' inside '{key}' in {describe_source(source, key)}"
                                 + (f"; did you mean '{hint}'?" if hint else f"; expected one of {sorted(allowed)}")
                             )
+
+    def _check_owner(self, source, key):
+        model = self._model_name
+        if model is None:
+            for _, values in self._layers:
+                model = values.get("model", model)
+        if not isinstance(model, str) or accepts(model, key):
+            return
+        owners = key_owners(key)
+        raise ConfigError(
+            f"config key '{key}' in {describe_source(source, key)} is a setting of {', '.join(owners[:6])}"
+            + (f" and {len(owners) - 6} more" if len(owners) > 6 else "")
+            + f", not of {model}; remove it (or run one of those models)"
+        )
 
     def _check_types(self, final):
         for key, value in self.external_config_dict.items():
             default = self.internal_config_dict.get(key)
-            if default is None or value is None:
-                continue
-            expected = None
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    expected = "true or false"
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    expected = "an integer"
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    expected = "a number"
+            expected = type_mismatch(value, default)
+            if expected in ("a list", "a mapping"):
+                expected = None  # RecBole accepts a scalar for several list keys (metrics: Recall, topk: 10)
             if expected:
                 raise ConfigError(
-                    f"config key '{key}' in {_describe(self.source_of(key), key)} must be {expected} "
+                    f"config key '{key}' in {describe_source(self.source_of(key), key)} must be {expected} "
                     f"(default {default!r}), got {value!r}"
                 )
 
@@ -217,10 +291,10 @@ class Config(compat.RecBoleConfigAdapter):
         metrics = final["metrics"] if isinstance(final["metrics"], list) else [final["metrics"]]
         topk = final["topk"] if isinstance(final["topk"], list) else [final["topk"]]
         if name.lower() not in {str(m).lower() for m in metrics}:
-            raise ConfigError(f"valid_metric {metric} ({_describe(self.source_of('valid_metric'), 'valid_metric')}) "
+            raise ConfigError(f"valid_metric {metric} ({describe_source(self.source_of('valid_metric'), 'valid_metric')}) "
                               f"is not among metrics {metrics}")
         if cutoff and (not cutoff.isdigit() or int(cutoff) not in topk):
-            raise ConfigError(f"valid_metric {metric} ({_describe(self.source_of('valid_metric'), 'valid_metric')}) "
+            raise ConfigError(f"valid_metric {metric} ({describe_source(self.source_of('valid_metric'), 'valid_metric')}) "
                               f"needs @{cutoff} in topk {topk}")
 
     def source_of(self, key: str) -> str:

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from mmrecbole import checkpoint, compat, registry
 from mmrecbole.config import Config
+from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
+from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
+from mmrecbole.runs import RunResult
+from mmrecbole import contract
+from mmrecbole.trainer import make_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -20,20 +25,14 @@ def _metrics(result) -> dict:
     return {k: float(v) for k, v in (result or {}).items()}
 
 
-def learned_value_count(model) -> int:
-    """What a run learned, in numbers: trainable tensor elements, or, for a model fitted outside autograd (implicit's
-    factors and neighbour lists), the values its fit produced (`fitted_value_count`)."""
-    fitted = getattr(model, "fitted_value_count", None)
-    if callable(fitted):
-        return int(fitted())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def build(config: Config):
-    """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does."""
+    """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does. A content model's
+    feature tables are loaded (or built) here, before the model is constructed."""
     compat.set_seed(config["seed"], config["reproducibility"])
-    dataset = registry.create_dataset(config)
-    train, valid, test = compat.build_dataloaders(config, dataset)
+    dataset = create_dataset(config)
+    train, valid, test = build_dataloaders(config, dataset)
+    if contract.reads_item_content(config):
+        attach_item_content(config, compat.dataset_of(train))
     compat.set_seed(config["seed"], config["reproducibility"])
     model = config.model_class(config, compat.dataset_of(train)).to(config["device"])
     return dataset, train, valid, test, model
@@ -43,13 +42,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         log_dir="log", console_log=True, cmd_text=None) -> dict:
     """Train `model` on `dataset`, early-stopping on validation; evaluate the best checkpoint on test.
 
-    Returns a plain dict: model, dataset, seed, valid_metric, best_valid_score, best_epoch, epochs_run,
-    stopped_early, valid (metrics at the best epoch), test, valid_history [(epoch, valid score, seconds since
-    training started)], seconds_to_best (training time until the best validation epoch), train_seconds,
-    test_seconds, n_parameters, checkpoint, log_file, test_per_user ({"user_id": [...], "ndcg@10": [...], ...}:
-    the test top-k metrics per evaluated user, for paired significance tests).
+    Returns `mmrecbole.runs.RunResult(...).to_dict()` (its fields: metrics at the best validation epoch, test,
+    validation history, timings, learned values, checkpoint, per-user test metrics...).
 
-    A pipeline name (registry.PIPELINES, e.g. LGBMStacker) runs that pipeline instead; it returns the same keys.
+    A pipeline name (registry.PIPELINES, e.g. LGBMStacker) runs that pipeline instead; it returns a RunResult too.
     """
     pipeline = registry.get_pipeline(model)
     if pipeline is not None:
@@ -57,58 +53,47 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
                             saved=saved, show_progress=show_progress, log_dir=log_dir, console_log=console_log,
                             cmd_text=cmd_text)
     config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text)
-    registry.ensure_dataset(config)
+    ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)
     data, train, valid, test, model_obj = build(config)
     logger.info(data)
     logger.info(model_obj)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer = make_trainer(config, model_obj)
     progress = config["show_progress"] if show_progress is None else show_progress
 
-    history = []
-    best = {"score": None, "epoch": None}
-
-    def on_epoch_end(epoch, score):
-        history.append((int(epoch), float(score), time.perf_counter() - fit_start))
-        # RecBole's early_stopping keeps the later epoch on ties (value >= best): track the epoch it saves.
-        better = best["score"] is None or (score >= best["score"] if config["valid_metric_bigger"] else score <= best["score"])
-        if better:
-            best.update(score=float(score), epoch=int(epoch))
-
     fit_start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train, valid, saved=saved, show_progress=progress, callback_fn=on_epoch_end
-    )
+    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)
     train_seconds = time.perf_counter() - fit_start
+    history, best_epoch = trainer.valid_history, trainer.best_epoch
     start = time.perf_counter()
     test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
     test_seconds = time.perf_counter() - start
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
-    return {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "seed": config["seed"],
-        "valid_metric": config["valid_metric"].lower(),
-        "best_valid_score": float(best_valid_score),
-        "best_epoch": best["epoch"],
-        "epochs_run": epochs_run,
-        "epochs_budget": int(trainer.epochs),
-        "stopped_early": epochs_run < int(trainer.epochs),
-        "fitted_once": getattr(config.model_class, "trainer_name", None) == "FitOnceTrainer",
-        "valid": _metrics(best_valid_result),
-        "test": _metrics(test_result),
-        "valid_history": history,
-        "seconds_to_best": next((t for e, _, t in history if e == best["epoch"]), None),
-        "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        "n_parameters": learned_value_count(model_obj),
-        "checkpoint": trainer.saved_model_file if saved else None,
-        "log_file": log_file,
-        "test_per_user": {k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
-                          for k, v in per_user.items()} if per_user else None,
-    }
+    return RunResult(
+        model=config["model"],
+        dataset=config["dataset"],
+        seed=config["seed"],
+        valid_metric=config["valid_metric"].lower(),
+        best_valid_score=float(best_valid_score),
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        epochs_budget=int(trainer.epochs),
+        stopped_early=epochs_run < int(trainer.epochs),
+        fitted_once=contract.capabilities(config.model_class).fits_once,
+        valid=_metrics(best_valid_result),
+        test=_metrics(test_result),
+        valid_history=history,
+        seconds_to_best=next((t for e, _, t in history if e == best_epoch), None),
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        n_parameters=contract.learned_value_count(model_obj),
+        checkpoint=trainer.saved_model_file if saved else None,
+        log_file=log_file,
+        test_per_user={k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
+                       for k, v in per_user.items()} if per_user else None,
+    ).to_dict()
 
 
 @dataclass
@@ -128,7 +113,7 @@ def load_run(path, expect_model: str | None = None, expect_dataset: str | None =
     ckpt.check_matches(expect_model or ckpt.model, expect_dataset or ckpt.dataset)
     config = Config(ckpt.model, ckpt.dataset, config_dict=ckpt.config)
     dataset, train, valid, test, model = build(config)
-    ckpt.check_matches(ckpt.model, ckpt.dataset, compat.dataset_fingerprint(dataset))
+    ckpt.check_matches(ckpt.model, ckpt.dataset, checkpoint.dataset_fingerprint(dataset))
     ckpt.restore_into(model, device=config["device"])
     model.eval()
     return LoadedRun(config, dataset, model, train, valid, test, ckpt)
@@ -144,7 +129,7 @@ def evaluate_checkpoint(path, expect_model=None, expect_dataset=None, show_progr
     """Validation and test metrics of a saved checkpoint, through the same trainer code as training."""
     loaded = load_run(path, expect_model, expect_dataset)
     config = loaded.config
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
+    trainer = make_trainer(config, loaded.model)
     valid = trainer.evaluate(loaded.valid, load_best_model=True, model_file=str(path), show_progress=show_progress)
     test = trainer.evaluate(loaded.test, load_best_model=False, show_progress=show_progress)
     return {"model": config["model"], "dataset": config["dataset"], "valid": _metrics(valid), "test": _metrics(test),

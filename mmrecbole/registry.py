@@ -1,6 +1,6 @@
-"""Find models, trainers and datasets by name: mmrecbole's first, RecBole's as the fallback.
+"""Find models and pipelines by name: mmrecbole's first, RecBole's as the fallback.
 
-RecBole's `get_model` / `get_trainer` only search RecBole's own packages (RecBole issues #489, #1544). As in
+RecBole's `get_model` only searches RecBole's own packages (RecBole issues #489, #1544). As in
 RecBole-GNN, we search ours first, so `--model=BPR` (RecBole) and `--model=MMSASRec` (ours) both work, and a model
 of ours with the same name as one of RecBole's takes precedence.
 """
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 from mmrecbole import compat
-from mmrecbole.errors import ConfigError, DatasetError
+from mmrecbole.errors import ConfigError
 
 #: Packages holding our models; each exports its model classes at package level.
 OUR_MODEL_PACKAGES = (
@@ -21,7 +20,6 @@ OUR_MODEL_PACKAGES = (
     "mmrecbole.model.sequential_recommender",
     "mmrecbole.model.external",
 )
-OUR_TRAINER_MODULE = "mmrecbole.trainer"
 
 #: Pipelines: recommenders that are not one nn.Module trained by a RecBole trainer (e.g. a stacker fitted on other
 #: models' scores). name -> module, imported on first use, that implements
@@ -103,54 +101,3 @@ def get_model(name: str) -> type:
         + (f"; did you mean {', '.join(hint)}?" if hint else "")
         + " (run_recbole_mm.py --help lists all models)"
     )
-
-
-def get_trainer(model_type, model_name: str) -> type:
-    """The trainer class for a model, always with our safe checkpoint format (compat.SafeCheckpointMixin):
-
-    1. the trainer the model class names in its `trainer_name` attribute (e.g. "FitOnceTrainer" for models fitted
-       in one pass), looked up in mmrecbole.trainer;
-    2. `<Model>Trainer` from mmrecbole.trainer;
-    3. RecBole's choice for the model name/type.
-    """
-    module = importlib.import_module(OUR_TRAINER_MODULE)
-    declared = getattr(get_model(model_name), "trainer_name", None)
-    if declared is not None:
-        trainer = getattr(module, declared, None)
-        if trainer is None:
-            raise ConfigError(f"model {model_name} asks for trainer '{declared}', which mmrecbole.trainer lacks")
-        return compat.safe_trainer(trainer)
-    ours = getattr(module, f"{model_name}Trainer", None)
-    if ours is not None:
-        return compat.safe_trainer(ours)
-    return compat.safe_trainer(compat.recbole_trainer_class(model_type, model_name))
-
-
-def dataset_files_present(config) -> bool:
-    folder = config["data_path"]
-    name = config["dataset"]
-    if config["benchmark_filename"]:
-        return all(os.path.isfile(os.path.join(folder, f"{name}.{part}.inter")) for part in config["benchmark_filename"])
-    return os.path.isfile(os.path.join(folder, f"{name}.inter"))
-
-
-def ensure_dataset(config) -> None:
-    """Build a dataset that mmrecbole.data can generate (e.g. ml-100k-mm) when its files are missing or its raw
-    inputs changed; DatasetError when the atomic files are missing and nothing can build them."""
-    from mmrecbole import data
-
-    if config["dataset"] in data.DATASET_BUILDERS:
-        data.ensure_dataset(config["dataset"], config["data_path"], raw_dir=config["mm_raw_dir"])
-    if not dataset_files_present(config):
-        where = os.path.join(config["data_path"], f'{config["dataset"]}.inter')
-        raise DatasetError(
-            f"dataset '{config['dataset']}' not found: no {where}. Put RecBole atomic files "
-            f"(<name>.inter, optional <name>.item/.user) in that folder, or point --data_path at their parent folder"
-        )
-
-
-def create_dataset(config):
-    """The dataset for `config`: RecBole's class for the model type, always built from the atomic files, never
-    unpickled from a cache (see compat)."""
-    ensure_dataset(config)
-    return compat.dataset_class_for(config)(config)

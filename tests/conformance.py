@@ -20,6 +20,7 @@ from recbole.data.interaction import Interaction
 from mmrecbole import checkpoint, registry
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, load_run
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST
 
 
@@ -43,7 +44,7 @@ class RecommenderConformance:
         """(config, trainer, valid, test) after training with the model's trainer."""
         config = self.make_config(data_path, **extra)
         _, train, valid, test, model = build(config)
-        trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer = make_trainer(config, model)
         trainer.fit(train, valid, saved=saved, show_progress=False)
         trainer.model.eval()
         return config, trainer, valid, test

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from mmrecbole.quick_start import run
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST
 
 SEQ = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10}
@@ -56,7 +57,7 @@ def test_pop_counts_every_training_interaction_exactly(tmp_path):
         config = Config("Pop", "skewed", config_dict={**FAST, "data_path": str(tmp_path), "seed": seed,
                                                       "train_batch_size": batch})
         _, train, valid, test, model = build(config)
-        trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer = make_trainer(config, model)
         trainer.fit(train, valid, saved=True, show_progress=False)
         expected = np.bincount(dataset_of(train).inter_feat["item_id"].numpy(), minlength=model.n_items)
         np.testing.assert_array_equal(model.item_count.numpy(), expected)

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from mmrecbole import checkpoint, compat
+from mmrecbole import checkpoint
 from mmrecbole.errors import CheckpointError
 from mmrecbole.quick_start import evaluate_checkpoint, load, load_run, run
 from tests.planted import FAST, write_ring_dataset
@@ -120,8 +120,8 @@ def test_sparse_and_array_state_round_trip():
         def other_parameter(self):
             return {"w": self.w, "counts": self.counts, "cache": self.cache}
 
-    encoded = compat.encode_other_parameters(Model())
-    decoded = compat.decode_other_parameters(encoded, "cpu")
+    encoded = checkpoint.encode_other_parameters(Model())
+    decoded = checkpoint.decode_other_parameters(encoded, "cpu")
     assert decoded["w"].getformat() == "lil" and (decoded["w"] != Model().w).nnz == 0
     assert np.array_equal(decoded["counts"], np.arange(4.0)) and decoded["cache"] is None
 

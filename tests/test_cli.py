@@ -23,6 +23,9 @@ def _cli(*args):
         (["--model=BPR", "--dataset=no-such-data"], "dataset 'no-such-data' not found"),
         (["--model=BPR", "--dataset=ml-100k", "stray"], "unrecognized argument 'stray'"),
         (["--dataset=ml-100k"], "no model given"),
+        (["--model=BPR", "--dataset=ml-100k", "--window_context=25"],
+         "config key 'window_context' in command-line flag --window_context is a setting of MMGRU4Rec, MMSASRec, "
+         "not of BPR"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, expected):

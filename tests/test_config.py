@@ -115,3 +115,31 @@ def test_string_settings_keep_the_text_as_typed(tmp_path):
                     cmd_text={"text_template": "{movie_title}"})
     assert parse_value("{movie_title}") == {"movie_title": None}
     assert config["text_template"] == "{movie_title}"
+
+
+def test_a_key_of_another_model_is_refused_with_that_models_name(ring_data_path, tmp_path):
+    from mmrecbole.config import accepts, key_owners, settings_for
+
+    with pytest.raises(ConfigError, match=r"'n_layers' in config_dict is a setting of .*MMSASRec.*, not of BPR"):
+        Config("BPR", "planted", config_dict={"data_path": ring_data_path, "n_layers": 2})
+    path = tmp_path / "mine.yaml"
+    path.write_text("window_context: 25\n")
+    with pytest.raises(ConfigError, match=rf"'window_context' in config file {path} is a setting of MMGRU4Rec, "
+                                          "MMSASRec, not of ImplicitALS"):
+        Config("ImplicitALS", "planted", config_file_list=[str(path)], config_dict={"data_path": ring_data_path})
+    assert Config("MMSASRec", "planted", config_dict={"data_path": ring_data_path, "window_context": 25,
+                                                       "modalities": []})["window_context"] == 25
+    assert accepts("BPR", "learning_rate") and accepts("BPR", "mm_feature_files")  # general keys
+    assert accepts("SASRec", "n_layers") and not accepts("BPR", "n_layers")  # RecBole's own model files
+    assert key_owners("window_context") == ["MMGRU4Rec", "MMSASRec"]
+    shared = {"window_context": 25, "epochs": 3}
+    assert settings_for("BPR", shared) == {"epochs": 3} and settings_for("MMSASRec", shared) == shared
+
+
+def test_one_type_rule_for_every_configuration():
+    from mmrecbole.config import type_mismatch
+
+    assert type_mismatch(3, 0.5) is None and type_mismatch(True, 0.5) == "a number"
+    assert type_mismatch(2.0, 1) == "an integer" and type_mismatch("yes", False) == "true or false"
+    assert type_mismatch(3, [1]) == "a list" and type_mismatch([], {}) == "a mapping"
+    assert type_mismatch(None, 1) is None and type_mismatch("x", None) is None

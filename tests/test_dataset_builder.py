@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from mmrecbole.data import ensure_dataset, read_atomic_file, read_header
+from mmrecbole.data import prepare_dataset, read_atomic_file, read_header
 from mmrecbole.data.ml100k_mm import RAW_DIR_ENV, build_ml100k_mm, default_raw_dir
 from mmrecbole.errors import DatasetError
 
@@ -92,13 +92,13 @@ def test_malformed_plots_file(tmp_path, raw_dir):
 
 def test_ensure_dataset_uses_existing_files_when_raw_inputs_are_gone(tmp_path, raw_dir, monkeypatch):
     data_path = str(tmp_path / "dataset")
-    assert ensure_dataset("ml-100k-mm", data_path, raw_dir=raw_dir).endswith(os.path.join("dataset", "ml-100k-mm"))
+    assert prepare_dataset("ml-100k-mm", data_path, raw_dir=raw_dir).endswith(os.path.join("dataset", "ml-100k-mm"))
     monkeypatch.setenv(RAW_DIR_ENV, str(tmp_path / "gone"))
-    assert os.path.isdir(ensure_dataset("ml-100k-mm", data_path))  # copied-over files still usable
+    assert os.path.isdir(prepare_dataset("ml-100k-mm", data_path))  # copied-over files still usable
     with pytest.raises(DatasetError, match="gone"):
-        ensure_dataset("ml-100k-mm", str(tmp_path / "empty"))
+        prepare_dataset("ml-100k-mm", str(tmp_path / "empty"))
     with pytest.raises(DatasetError, match="no-such.inter not found"):
-        ensure_dataset("no-such", data_path)
+        prepare_dataset("no-such", data_path)
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(default_raw_dir(), "plots.json")),

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from mmrecbole import PROPERTIES_DIR
-from mmrecbole.errors import FeatureError
+from mmrecbole.errors import ConfigError, FeatureError
 from mmrecbole.features import FEATURE_DEFAULTS, feature_path, load_or_build_features
 from mmrecbole.features.__main__ import main as features_cli
 from mmrecbole.features.image import FeatureWarning, ImageEncoder
@@ -153,3 +153,19 @@ def test_cli_extract_inspect_and_user_errors(toy, capsys):
     assert err.startswith("error: unknown feature setting --bogus") and err.count("\n") == 1
     assert features_cli(["extract", "--dataset=toy", "--modality=text", *flags, "--text_encoder_path=/no/such"]) == 2
     assert "text encoder folder not found: /no/such" in capsys.readouterr().err
+
+
+def test_cli_settings_are_layered_and_parsed_as_every_configuration(tmp_path):
+    from mmrecbole.features.__main__ import load_settings
+
+    path = tmp_path / "features.yaml"
+    path.write_text("feature_batch_size: 8\nlearning_rate: 1e-3\ntext_pooling: cls\n")
+    settings = load_settings("toy", [str(path)], ["--feature_batch_size=16", "--text_template={movie_title}"])
+    assert settings["learning_rate"] == 0.001 and isinstance(settings["learning_rate"], float)  # not "1e-3"
+    assert settings["feature_batch_size"] == 16 and settings["text_pooling"] == "cls"  # flags win over files
+    assert settings["text_template"] == "{movie_title}"
+    with pytest.raises(ConfigError, match="feature setting 'feature_batch_size' in command-line flag "
+                                          "--feature_batch_size must be an integer"):
+        load_settings("toy", [], ["--feature_batch_size=lots"])
+    with pytest.raises(ConfigError, match="unknown feature setting --epochs"):
+        load_settings("toy", [], ["--epochs=3"])

@@ -16,7 +16,9 @@ from mmrecbole import compat, registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
-from mmrecbole.quick_start import build, learned_value_count, load, run
+from mmrecbole.contract import learned_value_count
+from mmrecbole.quick_start import build, load, run
+from mmrecbole.trainer import FitOnceTrainer, make_trainer, trainer_class
 from tests.conformance import RecommenderConformance
 from tests.planted import FAST, write_histories
 
@@ -55,8 +57,7 @@ def test_registry_and_trainer_find_the_implicit_models():
     assert set(IMPLICIT_MODELS) <= set(registry.available_models()["mmrecbole"])
     for name in IMPLICIT_MODELS:
         model_class = registry.get_model(name)
-        trainer = registry.get_trainer(model_class.type, name)
-        assert trainer.__mro__[1] is compat.SafeCheckpointMixin and trainer.__mro__[2].__name__ == "FitOnceTrainer"
+        assert trainer_class(model_class.type, name) is FitOnceTrainer
 
 
 # ---- metric parity: our path == implicit's recommend + numpy metrics ------------------------------------------
@@ -204,7 +205,7 @@ def fit_on_implicit_checkerboard(root, model, overrides):
         write_implicit_checkerboard(root), eval_args=HOLD_OUT_LAST, metrics=["Hit"], topk=[1], valid_metric="Hit@1",
         **overrides))
     _, train, _, test, recommender = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+    trainer = make_trainer(config, recommender)
     trainer.fit(train, None, saved=False)  # test_only: no validation split
     return trainer, dataset_of(train), test
 
@@ -297,7 +298,7 @@ def test_item_knn_counts_its_kept_neighbour_similarities_as_its_parameters(ring_
     config = Config("ImplicitItemKNN", "planted", config_dict=settings(ring_data_path, k=3))
     _, train, valid, _, model = build(config)
     assert learned_value_count(model) == 0  # nothing fitted yet
-    registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model).fit(train, valid, saved=False)
+    make_trainer(config, model).fit(train, valid, saved=False)
     n_items = model.similarity.shape[0]
     assert n_items < learned_value_count(model) <= 3 * n_items  # k = 3: at most 3 kept neighbours per item
 
@@ -310,7 +311,7 @@ def test_item_knn_scores_are_implicits_recommend_scores(ring_data_path, similari
 
     config = Config("ImplicitItemKNN", "planted", config_dict=settings(ring_data_path, knn_similarity=similarity, k=10))
     _, train, valid, test, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
     trainer.fit(train, valid, saved=False)
     assert trainer.evaluate(test, load_best_model=False)["hit@5"] >= 0.8  # the next ring item neighbours the walk
 
@@ -358,7 +359,7 @@ def test_confidence_from_ratings_is_one_plus_alpha_times_rating(ring_data_path):
 def test_fit_once_trainer_fits_once_and_never_iterates_the_training_loader(ring_data_path, monkeypatch):
     config = Config("ImplicitALS", "planted", config_dict=settings(ring_data_path, factors=8, epochs=50))
     _, train, valid, _, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
 
     fitted_on = []
     fit_from = model.fit_from

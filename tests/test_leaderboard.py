@@ -12,11 +12,12 @@ import pytest
 from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
 from mmrecbole.leaderboard import LeaderboardSpec, ModelEntry, load_spec, run_leaderboard
-from mmrecbole.leaderboard import provenance, report, stats
 from mmrecbole.leaderboard import runner as runner_module
+from mmrecbole import provenance, runs
+from mmrecbole.leaderboard import report, stats
 from mmrecbole.leaderboard.stats import choose_baseline
 from mmrecbole.quick_start import build, run
-from mmrecbole import registry
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST
 from tests.planted_mm import write_planted_mm
 
@@ -120,7 +121,7 @@ def test_reported_test_is_at_the_best_validation_epoch_not_the_best_test_epoch(t
     # Instrumented twin: the test score after every epoch (never used for selection, only by this test).
     config = Config("BPR", "plantedmm", config_dict=settings)
     _, train, valid, test, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
     test_by_epoch = {}
     trainer.fit(train, valid, saved=False, show_progress=False,
                 callback_fn=lambda epoch, _: test_by_epoch.__setitem__(
@@ -145,6 +146,14 @@ def test_spec_file_validation(tmp_path):
         load_spec(str(path))
     path.write_text("dataset: ml-100k\nseeds: 3\nmodels: [BPR, Pop]\n")
     assert load_spec(str(path)).seeds == [2020, 2021, 2022]
+    # a board-wide model key reaches only the rows whose model has it; none having it is an error
+    path.write_text("dataset: ml-100k\nsettings: {n_layers: 2}\nmodels: [BPR, Pop]\n")
+    with pytest.raises(ConfigError, match="settings key 'n_layers' is a setting of .*, not of any row's model"):
+        load_spec(str(path))
+    path.write_text("dataset: ml-100k\nsettings: {window_context: 5, epochs: 3}\nmodels: [BPR, MMSASRec]\n")
+    spec = load_spec(str(path))
+    bpr, mm = (spec.row_settings(entry, 2020) for entry in spec.models)
+    assert "window_context" not in bpr and bpr["epochs"] == 3 and mm["window_context"] == 5
 
 
 def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp_path):
@@ -175,22 +184,17 @@ def test_a_baseline_at_zero_gets_a_difference_instead_of_a_percentage():
     assert "+0.0500" in row and "nan" not in row
 
 
-def test_keys_added_later_stay_out_of_the_run_key_at_their_neutral_default(ring_data_path):
-    """window_bucketing / torch_compile / window_context / window_batch_targets / window_shift arrived after runs were
-    cached: at their defaults a config hashes as it did
-    before the keys existed (the cache stays valid); another value is a different run."""
-    from types import SimpleNamespace
-
+def test_every_setting_but_presentation_and_seed_is_in_the_run_key(ring_data_path):
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions"}
     config = Config("MMSASRec", "planted", config_dict=settings)
-    before_keys = SimpleNamespace(resolved={k: v for k, v in config.resolved.items()
-                                            if k not in ("window_bucketing", "torch_compile", "window_context",
-                                                         "window_batch_targets", "window_shift")})
-    assert runner_module.config_hash(config) == runner_module.config_hash(before_keys)
     for changed in ({"window_bucketing": False}, {"torch_compile": True}, {"window_context": 10},
-                    {"window_batch_targets": 4096}, {"window_shift": True}):
+                    {"window_batch_targets": 4096}, {"window_shift": True}, {"learning_rate": 0.002}):
         other = Config("MMSASRec", "planted", config_dict={**settings, **changed})
-        assert runner_module.config_hash(other) != runner_module.config_hash(config)
+        assert runs.config_hash(other) != runs.config_hash(config), changed
+    for same in ({"seed": 5}, {"eval_batch_size": 1024}, {"checkpoint_dir": "elsewhere"}, {"show_progress": True},
+                 {"run_cache_dir": "elsewhere"}):
+        other = Config("MMSASRec", "planted", config_dict={**settings, **same})
+        assert runs.config_hash(other) == runs.config_hash(config), same
 
 
 # -- provenance: which code computed a board's runs ---------------------------------------------------------------
@@ -355,20 +359,48 @@ def test_the_wilcoxon_variant_is_zsplit_and_the_board_says_so():
     assert 'zero_method="zsplit"' in text and '"wilcox"' in text and '"pratt"' in text
 
 
-def test_the_stackers_base_model_cache_is_keyed_by_code_version(tmp_path, monkeypatch):
+def test_one_run_cache_for_board_rows_and_stacker_base_models_keyed_by_code_version(tmp_path, monkeypatch):
     from mmrecbole.ensemble import base_models
 
     checkpoint = tmp_path / "model.pth"
     checkpoint.write_bytes(b"x")
-    spec = SimpleNamespace(name="BPR", label="BPR", config_hash="0a1b2c3d4e5f")
+    cache = runs.RunCache(str(tmp_path / "runs"))
+    spec = SimpleNamespace(name="BPR", label="BPR (stacked)", config_hash="0a1b2c3d4e5f")
+    result = {"model": "BPR", "dataset": "plantedmm", "seed": 1, "test": {"ndcg@10": 0.5},
+              "checkpoint": str(checkpoint)}
     monkeypatch.setattr(provenance, "code_version", lambda: "111111111111")
-    path_one = base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1)
-    base_models.record_base_run(str(tmp_path), "BPR", "BPR", spec.config_hash, "plantedmm", 1, str(checkpoint),
-                                {"test": {}})
-    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)).reused
+    # a leaderboard row's record (another label) is what the stacker finds for its base model
+    path_one = cache.put(runs.make_record(result, label="BPR", config_hash=spec.config_hash, settings={},
+                                          uses_content=False, commit="abc1234"))
+    found = base_models.cached_base_run(spec, "plantedmm", 1, cache)
+    assert found.reused and found.checkpoint == str(checkpoint) and found.result["test"] == {"ndcg@10": 0.5}
+    assert base_models.cached_base_run(spec, "plantedmm", 2, cache) is None  # another seed
     monkeypatch.setattr(provenance, "code_version", lambda: "222222222222")
-    assert base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1) != path_one
-    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)) is None
-    # an entry of other code under this key (copied, renamed) is refused as well
-    shutil.copy(path_one, base_models.cache_entry_path(str(tmp_path), "BPR", spec.config_hash, "plantedmm", 1))
-    assert base_models.cached_base_run(spec, "plantedmm", 1, str(tmp_path)) is None
+    assert cache.path("BPR", "plantedmm", 1, spec.config_hash) != path_one
+    assert base_models.cached_base_run(spec, "plantedmm", 1, cache) is None
+    # a record of other code under this key (copied, renamed) is refused as well
+    shutil.copy(path_one, cache.path("BPR", "plantedmm", 1, spec.config_hash))
+    assert cache.get("BPR", "plantedmm", 1, spec.config_hash) is None
+    # a record whose checkpoint is gone is not reused
+    monkeypatch.setattr(provenance, "code_version", lambda: "111111111111")
+    checkpoint.unlink()
+    assert cache.get("BPR", "plantedmm", 1, spec.config_hash) is not None
+    assert base_models.cached_base_run(spec, "plantedmm", 1, cache) is None
+
+
+def test_the_readme_gets_the_accuracy_table_and_a_link_to_the_full_board(board, tmp_path):
+    spec, outcome, _ = board
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- leaderboard:plantedmm:start -->\nOLD-SECTION\n<!-- leaderboard:plantedmm:end -->\n\n"
+                      "## After\n")
+    board_md = tmp_path / "leaderboards" / "plantedmm" / "leaderboard.md"
+    assert report.update_readme(str(readme), "plantedmm", outcome["report"]["markdown"], "CMD", str(board_md))
+    text = readme.read_text()
+    section = text.split("<!-- leaderboard:plantedmm:start -->")[1].split("<!-- leaderboard:plantedmm:end -->")[0]
+    assert text.startswith("# Title") and text.endswith("## After\n") and "OLD-SECTION" not in section
+    assert "Generated by `CMD`" in section and "#### Accuracy (test)" in section and "| NDCG@10" in section
+    assert "Seeds: 1, 2" in section and "Baseline for Δ" in section
+    assert "[full board](leaderboards/plantedmm/leaderboard.md)" in section
+    assert "Coverage@10" not in section and "zsplit" not in section  # in the full board only
+    assert section.strip().splitlines()[-1].startswith(provenance.SUMMARY_STARTS)
+    assert not report.update_readme(str(readme), "other", outcome["report"]["markdown"], "CMD", str(board_md))

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from mmrecbole import compat, registry
-from mmrecbole.config import Config
+from mmrecbole import compat
+from mmrecbole.data.build import build_dataloaders, create_dataset
+from mmrecbole.features import attach_item_content
+from mmrecbole.config import Config, settings_for
 from mmrecbole.errors import ConfigError
 from mmrecbole.model.layers import ItemContentEncoder
 from mmrecbole.quick_start import build, run
@@ -86,8 +88,10 @@ def test_cold_start_mode_only_content_models_rank_held_out_items(tmp_path):
     settings = {**EVAL, "topk": [10], "metrics": ["Recall"], "valid_metric": "Recall@10", "data_path": data_path,
                 "mm_feature_files": files, "cold_start_item_ratio": 0.2, "epochs": 30, **SEQ}
     mm = run("MMSASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
-    ids_only = run("SASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
-    popularity = run("Pop", "plantedmm", config_dict={**settings, "epochs": 1}, console_log=False)["test"]["recall@10"]
+    ids_only = run("SASRec", "plantedmm", config_dict=settings_for("SASRec", settings),
+                   console_log=False)["test"]["recall@10"]
+    popularity = run("Pop", "plantedmm", config_dict=settings_for("Pop", settings),
+                     console_log=False)["test"]["recall@10"]
     # Chance is 10/160: an ID-only model has never seen these items and ranks them below every trained one.
     assert mm >= 0.5 and ids_only <= 0.1 and popularity == 0.0, (mm, ids_only, popularity)
 
@@ -145,9 +149,28 @@ def _encoder(planted_mm, **extra):
     data_path, files, _ = planted_mm
     config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **SEQ, "data_path": data_path,
                                                           "mm_feature_files": files, **extra})
-    dataset = registry.create_dataset(config)
-    train, _, _ = compat.build_dataloaders(config, dataset)
-    return ItemContentEncoder(config, train._dataset, 32), dataset
+    dataset = create_dataset(config)
+    train, _, _ = build_dataloaders(config, dataset)
+    attach_item_content(config, compat.dataset_of(train))
+    return ItemContentEncoder(config, compat.dataset_of(train), 32), dataset
+
+
+def test_feature_tables_are_loaded_before_the_model_is_built_never_inside_it(planted_mm, monkeypatch):
+    data_path, files, _ = planted_mm
+    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **SEQ, "data_path": data_path,
+                                                          "mm_feature_files": files})
+    train, _, _ = build_dataloaders(config, create_dataset(config))
+    with pytest.raises(ConfigError, match="text feature table was not loaded"):
+        config.model_class(config, compat.dataset_of(train))
+    import mmrecbole.features.aligned as aligned
+
+    loaded = []
+    real = aligned.aligned_features
+    monkeypatch.setattr(aligned, "aligned_features", lambda *a: loaded.append(a[2]) or real(*a))
+    _, train, _, _, model = build(config)  # the pipeline loads both tables first, then builds the model
+    assert loaded == ["text", "image"] and model.items.modalities == ["text", "image"]
+    monkeypatch.setattr(aligned, "aligned_features", lambda *a: pytest.fail("the model loaded a table itself"))
+    config.model_class(config, compat.dataset_of(train))  # tables already attached: construction reads them only
 
 
 def test_items_missing_a_modality_get_finite_distinct_vectors(planted_mm):

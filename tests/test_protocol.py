@@ -6,6 +6,7 @@ import torch
 from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, run
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST
 
 
@@ -14,7 +15,7 @@ def test_sequential_full_ranking_masks_seen_items(ring_data_path, mask):
     config = Config("SASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "hidden_size": 16,
                                                       "inner_size": 16, "n_layers": 1, "mask_seen_items": mask})
     _, _, _, test, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
     trainer.tot_item_num = test._dataset.item_num
     model.eval()
     batch = next(iter(test))

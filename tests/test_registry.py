@@ -4,8 +4,10 @@ import torch
 from recbole.model.general_recommender import BPR as RecBoleBPR
 
 import mmrecbole.model.general_recommender as our_general
-from mmrecbole import compat, registry
+from mmrecbole import registry
 from mmrecbole.errors import ConfigError
+from mmrecbole.contract import ModelContract
+from mmrecbole.trainer import FitOnceTrainer, MMTrainer, TrainingMixin, trainer_class
 
 
 def test_recbole_models_are_found():
@@ -40,15 +42,18 @@ def test_available_models_lists_both_sources():
     assert "LightGBM" not in models["recbole"]  # exlib models are not exposed
 
 
-def test_trainers_use_safe_checkpoints():
+def test_every_trainer_is_ours_over_recbole_and_one_class_per_base():
+    from recbole.trainer import TraditionalTrainer, Trainer
     from recbole.utils import ModelType
 
     for model_type, name in [(ModelType.GENERAL, "BPR"), (ModelType.TRADITIONAL, "Pop"),
-                             (ModelType.SEQUENTIAL, "SASRec")]:
-        trainer = registry.get_trainer(model_type, name)
-        assert issubclass(trainer, compat.SafeCheckpointMixin)
-    assert registry.get_trainer(ModelType.TRADITIONAL, "ItemKNN").__mro__[2].__name__ == "TraditionalTrainer"
-    assert registry.get_trainer(ModelType.TRADITIONAL, "Pop").__mro__[2].__name__ == "FitOnceTrainer"  # ours
+                             (ModelType.SEQUENTIAL, "SASRec"), (ModelType.TRADITIONAL, "ItemKNN")]:
+        trainer = trainer_class(model_type, name)
+        assert issubclass(trainer, TrainingMixin) and trainer.__mro__[1] is TrainingMixin
+    assert trainer_class(ModelType.GENERAL, "BPR") is MMTrainer and MMTrainer.__mro__[2] is Trainer
+    assert trainer_class(ModelType.TRADITIONAL, "ItemKNN").__mro__[2] is TraditionalTrainer  # RecBole's choice
+    assert trainer_class(ModelType.TRADITIONAL, "ItemKNN") is trainer_class(ModelType.TRADITIONAL, "ItemKNN")
+    assert trainer_class(ModelType.TRADITIONAL, "Pop") is FitOnceTrainer  # ours declares it
 
 
 def test_importing_recbole_sequential_models_leaves_anomaly_detection_off():
@@ -56,18 +61,26 @@ def test_importing_recbole_sequential_models_leaves_anomaly_detection_off():
     assert not torch.is_anomaly_enabled()
 
 
-def test_model_can_name_its_trainer(monkeypatch):
-    import mmrecbole.trainer as our_trainers
-    from recbole.trainer import Trainer
+def test_model_names_its_trainer_through_the_contract(monkeypatch):
+    class Declares(RecBoleBPR, ModelContract):
+        trainer_name = "FitOnceTrainer"
 
-    class FitOnce(Trainer):
-        pass
+    class Misnames(RecBoleBPR, ModelContract):
+        trainer_name = "NoSuchTrainer"
 
-    class Declares(RecBoleBPR):
-        trainer_name = "FitOnce"
+    class OnlyAttribute(RecBoleBPR):  # not under the contract: the attribute means nothing
+        trainer_name = "FitOnceTrainer"
 
-    Declares.__module__ = "mmrecbole.model.general_recommender.declares"
-    monkeypatch.setattr(our_general, "Declares", Declares, raising=False)
-    monkeypatch.setattr(our_trainers, "FitOnce", FitOnce, raising=False)
-    trainer = registry.get_trainer(Declares.type, "Declares")
-    assert issubclass(trainer, FitOnce) and issubclass(trainer, compat.SafeCheckpointMixin)
+    for cls in (Declares, Misnames, OnlyAttribute):
+        cls.__module__ = "mmrecbole.model.general_recommender.declares"
+        monkeypatch.setattr(our_general, cls.__name__, cls, raising=False)
+    assert trainer_class(Declares.type, "Declares") is FitOnceTrainer
+    assert trainer_class(OnlyAttribute.type, "OnlyAttribute") is MMTrainer
+    with pytest.raises(ConfigError, match="asks for trainer 'NoSuchTrainer'"):
+        trainer_class(Misnames.type, "Misnames")
+
+
+def test_every_model_of_ours_follows_the_contract():
+    for name, cls in registry.our_models().items():
+        assert issubclass(cls, ModelContract), name
+

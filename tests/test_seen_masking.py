@@ -10,6 +10,7 @@ from mmrecbole import registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, run
+from mmrecbole.trainer import make_trainer
 from tests.planted import FAST, write_histories
 
 SMALL_SEQ = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1}
@@ -76,7 +77,7 @@ def test_sequential_metrics_equal_numpy_with_every_seen_item_masked(long_histori
                 "metrics": ["Hit", "NDCG"], "valid_metric": "NDCG@5", **SEQUENTIAL[model]}
     config = Config(model, "long", config_dict=settings)
     _, train, valid, test, model_obj = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer = make_trainer(config, model_obj)
     trainer.fit(train, valid, saved=True, show_progress=False)
     dataset = dataset_of(test)
     user_tokens = dataset.field2id_token[dataset.uid_field]
@@ -109,7 +110,7 @@ def test_a_target_seen_before_stays_rankable(tmp_path):
     config = Config("SASRec", "repeat", config_dict={**FAST, "data_path": data_path, "MAX_ITEM_LIST_LENGTH": 2,
                                                      **SMALL_SEQ})
     _, _, _, test, model = build(config)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = make_trainer(config, model)
     trainer.tot_item_num = dataset_of(test).item_num
     model.eval()
     interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(next(iter(test)))

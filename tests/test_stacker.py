@@ -318,6 +318,16 @@ def test_settings_are_strict_and_the_hash_follows_base_models(ring_data_path):
         resolve("planted", config_dict={**base, "valid_user_fraction": 1.0})
     with pytest.raises(ConfigError, match="unknown config key 'candidates_per_model'"):
         Config("BPR", "planted", config_dict={"data_path": ring_data_path, "candidates_per_model": 10})
+    # a shared model key goes to the base models that have it, and is refused when none has it
+    with pytest.raises(ConfigError, match=r"'n_layers' \(config_dict\) is a setting of .*, not of any of "
+                                          "LGBMStacker's base models \(Pop, BPR\)"):
+        resolve("planted", config_dict={**base, "n_layers": 2})
+    shared = resolve("planted", config_dict={**base, "embedding_size": 16,
+                                             "base_models": ["Pop", "BPR", {"name": "MMGRU4Rec", "settings": {
+                                                 "modalities": []}}]})
+    by_label = {b.label: b.config for b in shared.base_models}
+    assert by_label["BPR"]["embedding_size"] == 16 and by_label["MMGRU4Rec"]["embedding_size"] == 16
+    assert "embedding_size" not in by_label["Pop"].external_config_dict
 
     planned = pipeline.plan("planted", base)
     assert planned == pipeline.plan("planted", {**base, "seed": 99, "show_progress": True})

@@ -101,9 +101,19 @@ def test_all_positions_mode_learns_the_planted_answer(ring_data_path, position_e
 def test_recbole_models_refuse_all_positions(ring_data_path):
     from mmrecbole.errors import ConfigError
 
-    config = Config("SASRec", "planted", config_dict={**FAST, "data_path": ring_data_path,
-                                                      "train_mode": "all_positions"})
-    with pytest.raises(ConfigError, match="not supported by SASRec"):
+    with pytest.raises(ConfigError, match="'train_mode' in config_dict is a setting of MMGRU4Rec, MMSASRec, not of "
+                                          "SASRec"):
+        Config("SASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "train_mode": "all_positions"})
+    # a model of ours that has the key but not the capability is refused when its loaders are built
+    config = Config("MMSASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "modalities": [],
+                                                        "train_mode": "all_positions"})
+    from mmrecbole.model.sequential_recommender import MMSASRec
+
+    class NoWindows(MMSASRec):
+        supports_all_positions = False
+
+    config.model_class = NoWindows
+    with pytest.raises(ConfigError, match="not supported by MMSASRec"):
         build(config)
     torch.manual_seed(0)
 

@@ -1,6 +1,6 @@
 """Dataset builders: raw sources -> ``dataset/<name>/<name>.inter|.item`` (RecBole atomic files).
 
-``ensure_dataset(name)`` is what the rest of the package calls: it builds a dataset that has a builder when its files
+``prepare_dataset(name)`` is what the rest of the package calls: it builds a dataset that has a builder when its files
 are missing or stale, and otherwise only checks that the atomic files are there.
 """
 import os
@@ -24,7 +24,7 @@ def dataset_dir(dataset_name: str, data_path: Optional[str] = None) -> str:
     return os.path.join(base, dataset_name)
 
 
-def ensure_dataset(
+def prepare_dataset(
     dataset_name: str, data_path: Optional[str] = None, raw_dir: Optional[str] = None, force: bool = False
 ) -> str:
     """Make sure ``dataset/<name>/<name>.inter`` exists; returns the dataset folder.
@@ -55,7 +55,7 @@ __all__ = [
     "atomic_path",
     "build_ml100k_mm",
     "dataset_dir",
-    "ensure_dataset",
+    "prepare_dataset",
     "read_atomic_file",
     "read_header",
     "resolve_raw_dir",

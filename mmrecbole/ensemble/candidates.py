@@ -1,6 +1,6 @@
 """Candidates: per user, the union of every base model's top-N unseen items, and each model's score and rank of them.
 
-Scores come from each base model's own evaluation loader through its trainer (`compat.full_sort_scores`), so seen
+Scores come from each base model's own evaluation loader through its trainer (`trainer.evaluation.full_sort_scores`), so seen
 items are masked exactly as in the model's leaderboard row. They are streamed batch by batch in two passes rather
 than kept as [users x items] matrices: pass one takes each model's top-N (the pool needs every model's before it
 exists), pass two reads every model's score and full-ranking rank at the pooled items. Memory stays at one batch of
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmrecbole import compat, registry
+from mmrecbole.trainer import make_trainer
+from mmrecbole.trainer.evaluation import full_sort_scores
 from mmrecbole.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -27,11 +28,11 @@ class BaseScorer:
         self.label = label
         self.loaded = loaded
         config = loaded.config
-        self.trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, loaded.model)
+        self.trainer = make_trainer(config, loaded.model)
 
     def batches(self, phase_name: str):
         loader = self.loaded.valid if phase_name == "valid" else self.loaded.test
-        yield from compat.full_sort_scores(self.trainer, loader)
+        yield from full_sort_scores(self.trainer, loader)
 
 
 def _rows_of(users, phase_users, label, phase_name):

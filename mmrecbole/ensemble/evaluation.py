@@ -3,13 +3,13 @@
 Each user's candidates are ranked by stacker score (ties: the pool's order, i.e. the best position a base model
 gave the item); items outside the pool rank below every pooled item, so a target outside the pool is a miss at
 every cut-off. The top max(topk) items become the ranked list RecBole's Collector would have built from a score
-matrix (`compat.ranked_list_metrics`).
+matrix (`trainer.evaluation.ranked_list_metrics`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mmrecbole import compat
+from mmrecbole.trainer.evaluation import ranked_list_metrics
 
 
 def ranked_lists(pool, scores, k: int) -> np.ndarray:
@@ -39,6 +39,6 @@ def evaluate_rankings(config, pool, scores, reference, users=None):
         positives = phase.positives[u]
         hits[row] = np.isin(ranked[row], positives) & (ranked[row] > 0)
         counts[row] = len(positives)
-    metrics, per_user = compat.ranked_list_metrics(config, ranked, hits, counts, reference.n_items,
+    metrics, per_user = ranked_list_metrics(config, ranked, hits, counts, reference.n_items,
                                                    reference.item_counter)
     return metrics, {"user_index": chosen, **per_user}

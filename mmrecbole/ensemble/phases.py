@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmrecbole import compat, registry
+from mmrecbole import checkpoint, compat
+from mmrecbole.data.build import create_dataset
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ReferenceData:
 
     dataset: object                   # RecBole Dataset (all interactions, remapped ids)
     n_items: int                      # item_num, padding id 0 included
-    fingerprint: dict                 # compat.dataset_fingerprint: every base model's dataset must equal it
+    fingerprint: dict                 # checkpoint.dataset_fingerprint: every base model's dataset must equal it
     item_popularity: np.ndarray       # [n_items] training-split interactions per item
     item_counter: object              # the same counts as RecBole's Counter (for its popularity metrics)
     item_first_time: np.ndarray       # [n_items] first training-split timestamp (NaN: never in training)
@@ -86,7 +87,7 @@ def _phase(name, history_parts, target_part, uid, iid, tid) -> Phase:
 def load_reference(protocol_config) -> ReferenceData:
     """Build the protocol's dataset and split once (seeded as quick_start.build does)."""
     compat.set_seed(protocol_config["seed"], protocol_config["reproducibility"])
-    dataset = registry.create_dataset(protocol_config)
+    dataset = create_dataset(protocol_config)
     train, valid, test = dataset.build()
     uid, iid = dataset.uid_field, dataset.iid_field
     tid = dataset.time_field if dataset.time_field and dataset.time_field in dataset.inter_feat else None
@@ -110,5 +111,5 @@ def load_reference(protocol_config) -> ReferenceData:
         "valid": _phase("valid", [parts["train"]], parts["valid"], uid, iid, tid),
         "test": _phase("test", [parts["train"], parts["valid"]], parts["test"], uid, iid, tid),
     }
-    return ReferenceData(dataset, n_items, compat.dataset_fingerprint(dataset), popularity,
+    return ReferenceData(dataset, n_items, checkpoint.dataset_fingerprint(dataset), popularity,
                          compat.item_counts(train), first_time, origin, span, phases, keys, stride)

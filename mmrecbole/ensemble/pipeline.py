@@ -1,6 +1,6 @@
 """The LGBMStacker run, end to end (registered in mmrecbole.registry.PIPELINES):
 
-1. base models: trained with quick_start.run, or reused from `<checkpoint_dir>/stacker-cache/`;
+1. base models: trained with quick_start.run, or reused from the run cache (`run_cache_dir`, mmrecbole.runs);
 2. valid phase: every base model scores the validation users (history = training split) through its own trainer;
    candidates = union of their top-N; features per (user, candidate); labels = the validation item;
 3. LightGBM LambdaRank fitted on a share of the validation users, early-stopped on the others (held-out fold);
@@ -17,12 +17,15 @@ import time
 
 import numpy as np
 
-from mmrecbole import compat, registry
+from mmrecbole import checkpoint, registry
+from mmrecbole.data.build import ensure_dataset_files
+from mmrecbole.features import aligned_features
 from mmrecbole.ensemble import base_models, candidates, evaluation, features, phases
 from mmrecbole.ensemble.settings import STACKER_NAME, resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
 from mmrecbole.errors import CheckpointError, DatasetError
 from mmrecbole.log import log_to_file, new_log_path
+from mmrecbole.runs import RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +38,9 @@ def plan(dataset, config_dict) -> registry.PipelinePlan:
 
 def _content_tables(settings, reference) -> dict:
     """modality -> (unit item vectors, has-modality mask) for the available content_modalities."""
-    from mmrecbole.model.layers import load_aligned_features
-
     tables = {}
     for modality in settings.available_modalities():
-        matrix, mask = load_aligned_features(settings.protocol, reference.dataset, modality)
+        matrix, mask = aligned_features(settings.protocol, reference.dataset, modality)
         has = mask.numpy().astype(bool)
         tables[modality] = (features.unit_rows(matrix.numpy(), has), has)
     skipped = [m for m in settings["content_modalities"] if m not in tables]
@@ -60,9 +61,9 @@ def _load_scorers(settings, runs, reference, retrain):
             logger.warning(f"cached base model {run.label} no longer loads ({exc}): retraining it")
             run = runs[index] = retrain(settings.base_models[index])
             loaded = base_models.load_base_model(run, settings.dataset)
-        if compat.dataset_fingerprint(loaded.dataset) != reference.fingerprint:
+        if checkpoint.dataset_fingerprint(loaded.dataset) != reference.fingerprint:
             raise DatasetError(f"base model {run.label} was built on other user/item ids than the protocol's split "
-                               f"({compat.dataset_fingerprint(loaded.dataset)} vs {reference.fingerprint})")
+                               f"({checkpoint.dataset_fingerprint(loaded.dataset)} vs {reference.fingerprint})")
         scorers.append(candidates.BaseScorer(run.label, loaded))
     return scorers
 
@@ -139,17 +140,18 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     quick_start.run's keys plus candidate_recall, feature_importance, base_models and timings."""
     settings = resolve(dataset, config_file_list, config_dict, cmd_dict, cmd_text)
     protocol = settings.protocol
-    registry.ensure_dataset(protocol)
+    ensure_dataset_files(protocol)
     log_file = new_log_path(log_dir, STACKER_NAME, dataset)
     progress = protocol["show_progress"] if show_progress is None else show_progress
     checkpoint_dir = protocol["checkpoint_dir"]
+    cache = base_models.run_cache(protocol)
 
     def attach_log():  # every base run switches logging to its own file
         log_to_file(log_file, protocol["state"], console_log)
 
     def train(spec, retrain=False):
-        result = base_models.ensure_base_run(spec, dataset, settings.seed, checkpoint_dir, progress, log_dir,
-                                             console_log, retrain=retrain)
+        result = base_models.ensure_base_run(spec, dataset, settings.seed, cache, progress, log_dir, console_log,
+                                             retrain=retrain)
         attach_log()
         return result
 
@@ -205,41 +207,45 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     users = reference.phases["test"].users[per_user.pop("user_index")]
     tokens = reference.dataset.field2id_token[reference.dataset.uid_field]
     history = [(int(i), float(v), float(t)) for i, v, t in stacker.history]
-    return {
-        "model": STACKER_NAME,
-        "dataset": dataset,
-        "seed": settings.seed,
-        "valid_metric": valid_metric,
-        "best_valid_score": float(valid_metrics[valid_metric]),
-        "best_epoch": stacker.best_iteration,
-        "epochs_run": stacker.iterations_run,
-        "epochs_budget": int(stacker.params.get("n_estimators", 100)),
-        "progress_unit": "boosting rounds",
-        "stopped_early": stacker.iterations_run < int(stacker.params.get("n_estimators", 100)),
-        "fitted_once": False,
-        "valid": valid_metrics,
-        "test": test_metrics,
-        "valid_history": history,
-        "seconds_to_best": next((t for i, _, t in history if i == stacker.best_iteration), None),
-        "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        "n_parameters": stacker.n_leaves(),
-        "checkpoint": folder,
-        "log_file": log_file,
-        "test_per_user": {"user_id": [str(t) for t in tokens[users]],
-                          **{k: [round(float(x), 6) for x in v] for k, v in per_user.items()}},
-        "candidate_recall": {"valid": valid_recall, "test": test_recall},
-        "candidates_per_user": {"valid": float(np.mean(valid_frame.pool.group_sizes)),
-                                "test": float(np.mean(test_frame.pool.group_sizes))},
-        "feature_importance": importance,
-        "content_modalities_used": list(content),
-        "base_models": base_summary,
-        "timings": {"load_base_models_and_data": load_seconds, "valid_candidates_features": valid_features_seconds,
-                    "lightgbm_fit": stacker.fit_seconds, "test_candidates_features": test_features_seconds,
-                    "lightgbm_predict_test": predict_seconds},
-        "notes": [f"candidate recall: valid {valid_recall:.4f}, test {test_recall:.4f} (the most Hit@k can reach)",
-                  "feature importance (gain): " + ", ".join(f"{k} {v:.0f}" for k, v in list(importance.items())[:8]),
-                  "base models: " + ", ".join(f"{b['label']} ({'cached' if b['reused'] else 'trained'}, test "
-                                              f"{valid_metric} {b['test'].get(valid_metric, float('nan')):.4f})"
-                                              for b in base_summary)],
-    }
+    return RunResult(
+        model=STACKER_NAME,
+        dataset=dataset,
+        seed=settings.seed,
+        valid_metric=valid_metric,
+        best_valid_score=float(valid_metrics[valid_metric]),
+        best_epoch=stacker.best_iteration,
+        epochs_run=stacker.iterations_run,
+        epochs_budget=int(stacker.params.get("n_estimators", 100)),
+        progress_unit="boosting rounds",
+        stopped_early=stacker.iterations_run < int(stacker.params.get("n_estimators", 100)),
+        fitted_once=False,
+        valid=valid_metrics,
+        test=test_metrics,
+        valid_history=history,
+        seconds_to_best=next((t for i, _, t in history if i == stacker.best_iteration), None),
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        n_parameters=stacker.n_leaves(),
+        checkpoint=folder,
+        log_file=log_file,
+        test_per_user={"user_id": [str(t) for t in tokens[users]],
+                       **{k: [round(float(x), 6) for x in v] for k, v in per_user.items()}},
+        extra={
+            "candidate_recall": {"valid": valid_recall, "test": test_recall},
+            "candidates_per_user": {"valid": float(np.mean(valid_frame.pool.group_sizes)),
+                                    "test": float(np.mean(test_frame.pool.group_sizes))},
+            "feature_importance": importance,
+            "content_modalities_used": list(content),
+            "base_models": base_summary,
+            "timings": {"load_base_models_and_data": load_seconds,
+                        "valid_candidates_features": valid_features_seconds, "lightgbm_fit": stacker.fit_seconds,
+                        "test_candidates_features": test_features_seconds, "lightgbm_predict_test": predict_seconds},
+            "notes": [f"candidate recall: valid {valid_recall:.4f}, test {test_recall:.4f} (the most Hit@k can "
+                      "reach)",
+                      "feature importance (gain): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in list(importance.items())[:8]),
+                      "base models: " + ", ".join(f"{b['label']} ({'cached' if b['reused'] else 'trained'}, test "
+                                                  f"{valid_metric} {b['test'].get(valid_metric, float('nan')):.4f})"
+                                                  for b in base_summary)],
+        },
+    ).to_dict()

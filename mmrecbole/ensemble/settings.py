@@ -15,9 +15,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from mmrecbole import PROPERTIES_DIR, compat, registry
-from mmrecbole.config import Config, closest, known_keys, read_yaml_file
+from mmrecbole import PROPERTIES_DIR, registry
+from mmrecbole import contract
+from mmrecbole.trainer.evaluation import metrics_needing_more_than_ranked_lists
+from mmrecbole.config import (Config, accepts, closest, describe_source, key_owners, known_keys, read_layers,
+                              read_yaml_file, settings_for, type_mismatch)
 from mmrecbole.errors import ConfigError
+from mmrecbole.runs import PROTOCOL_KEYS, config_hash
 
 STACKER_NAME = "LGBMStacker"
 PROPERTY_FILE = os.path.join(PROPERTIES_DIR, "model", f"{STACKER_NAME}.yaml")
@@ -29,14 +33,6 @@ PROTOCOL_MODEL = "Pop"
 _FIXED_LGBM = {"objective": "lambdarank (the stacker is a LambdaRank model)",
                "random_state": "the run's seed (set `seed`)", "seed": "the run's seed (set `seed`)"}
 _ENTRY_KEYS = {"name", "label", "settings"}
-
-
-def _describe(source: str, key: str) -> str:
-    if source == "command line":
-        return f"command-line flag --{key}"
-    if source == "config_dict":
-        return "config_dict"
-    return f"config file {source}"
 
 
 @dataclass
@@ -85,9 +81,7 @@ class StackerSettings:
 
     @property
     def config_hash(self) -> str:
-        """Everything that changes the stacker's result except the seed (as leaderboard.runner.config_hash)."""
-        from mmrecbole.leaderboard.runner import config_hash
-
+        """Everything that changes the stacker's result except the seed (as mmrecbole.runs.config_hash)."""
         plain = {"stacker": self.values, "protocol": config_hash(self.protocol),
                  "base_models": [[b.label, b.name, b.config_hash] for b in self.base_models]}
         return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -103,7 +97,7 @@ class StackerSettings:
 
     @property
     def uses_content(self) -> bool:
-        reads = [bool(getattr(b.config.model_class, "uses_item_content", False) and b.config["modalities"])
+        reads = [contract.reads_item_content(b.config)
                  for b in self.base_models]
         return any(reads) or bool(self.available_modalities())
 
@@ -112,27 +106,8 @@ def stacker_defaults() -> dict:
     return read_yaml_file(PROPERTY_FILE)
 
 
-def _layers(config_file_list, config_dict, cmd_dict):
-    layers = [(path, read_yaml_file(path)) for path in (config_file_list or [])]
-    if config_dict:
-        layers.append(("config_dict", dict(config_dict)))
-    if cmd_dict:
-        layers.append(("command line", dict(cmd_dict)))
-    return layers
-
-
 def _check_type(key, value, default, where):
-    expected = None
-    if isinstance(default, bool):
-        expected = None if isinstance(value, bool) else "true or false"
-    elif isinstance(default, int):
-        expected = None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    elif isinstance(default, float):
-        expected = None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
-    elif isinstance(default, list):
-        expected = None if isinstance(value, list) else "a list"
-    elif isinstance(default, dict):
-        expected = None if isinstance(value, dict) else "a mapping"
+    expected = type_mismatch(value, default)
     if expected:
         raise ConfigError(f"{STACKER_NAME} setting '{key}' in {where} must be {expected}, got {value!r}")
 
@@ -143,7 +118,7 @@ def _split_layers(dataset, layers, defaults):
     everything = known_keys() | set(defaults)
     for source, layer in layers:
         for key, value in layer.items():
-            where = _describe(source, key)
+            where = describe_source(source, key)
             if key in defaults:
                 _check_type(key, value, defaults[key], where)
                 values[key] = value
@@ -157,6 +132,7 @@ def _split_layers(dataset, layers, defaults):
                                       "under base_models")
             elif key in known_keys():
                 shared[key] = value
+                sources[key] = where
             else:
                 hint = closest(key, everything)
                 raise ConfigError(f"unknown config key '{key}' in {where}"
@@ -215,8 +191,6 @@ def _check_values(values, sources, max_topk):
 
 
 def _base_entries(entries, where):
-    from mmrecbole.leaderboard.spec import PROTOCOL_KEYS
-
     if not entries:
         raise ConfigError(f"base_models ({where}) lists no models")
     parsed = []
@@ -254,6 +228,8 @@ def _base_entries(entries, where):
 
 
 def _base_config(name, label, dataset, shared, settings, cmd_text):
+    """The Config of one base model (or the protocol): the shared settings it accepts, then its own."""
+    shared = settings_for(name, shared)
     try:
         return Config(name, dataset, config_dict={**shared, **settings},
                       cmd_text={k: v for k, v in cmd_text.items() if k not in settings})
@@ -263,13 +239,11 @@ def _base_config(name, label, dataset, shared, settings, cmd_text):
 
 def resolve(dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd_text=None) -> StackerSettings:
     """Check and resolve a stacker run's settings (no training, no data loading beyond what Config does)."""
-    from mmrecbole.leaderboard.runner import config_hash
-
     defaults = stacker_defaults()
-    values, shared, sources = _split_layers(dataset, _layers(config_file_list, config_dict, cmd_dict), defaults)
+    values, shared, sources = _split_layers(dataset, read_layers(config_file_list, config_dict, cmd_dict), defaults)
     shared_text = {k: v for k, v in (cmd_text or {}).items() if k in shared}
     protocol = _base_config(PROTOCOL_MODEL, "(protocol)", dataset, shared, {}, shared_text)
-    unsupported = compat.metrics_needing_more_than_ranked_lists(protocol["metrics"])
+    unsupported = metrics_needing_more_than_ranked_lists(protocol["metrics"])
     if unsupported:
         raise ConfigError(f"{STACKER_NAME} ranks candidate lists; metrics {unsupported} need per-item scores or "
                           "labels that a ranked list does not have (use top-k and beyond-accuracy metrics)")
@@ -284,4 +258,11 @@ def resolve(dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd
     for name, label, own in _base_entries(values["base_models"], sources.get("base_models", "defaults")):
         config = _base_config(name, label, dataset, shared, own, shared_text)
         settings.base_models.append(BaseModelSpec(name, label, own, config, config_hash(config)))
+    used_by = [PROTOCOL_MODEL] + [b.name for b in settings.base_models]
+    for key in shared:
+        if not any(accepts(name, key) for name in used_by):
+            raise ConfigError(f"config key '{key}' ({sources.get(key, 'settings')}) is a setting of "
+                              f"{', '.join(key_owners(key)[:6])}, not of any of {STACKER_NAME}'s base models "
+                              f"({', '.join(b.label for b in settings.base_models)}); remove it or set it in that "
+                              "base model's settings")
     return settings

@@ -4,7 +4,8 @@
   inspect --dataset=ml-100k-mm [--items=50,1] [--k=5] [--key=value ...]
 
 Settings come from ``properties/dataset/<dataset>.yaml`` (when present), then ``--config_files``, then
-``--key=value`` flags (values parsed as YAML; only feature keys and data_path/ITEM_ID_FIELD are accepted here).
+``--key=value`` flags (values parsed as YAML, as for models; only feature keys and data_path/ITEM_ID_FIELD are
+accepted as flags).
 A user-fixable problem prints one line on stderr and exits with code 2 (``--debug`` shows the traceback).
 """
 import argparse
@@ -14,7 +15,6 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from mmrecbole import PROPERTIES_DIR
 from mmrecbole.errors import ConfigError, UserError
@@ -48,39 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_yaml(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, "r", encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of key: value")
-    return data
-
-
 def load_settings(dataset: str, config_files: Sequence[str], flags: Sequence[str]) -> Dict:
+    """The feature settings: properties/dataset/<dataset>.yaml, then --config_files, then --key=value flags, layered
+    and parsed as every mmrecbole configuration is (mmrecbole.config: safe YAML with `1e-3` a float, typed values);
+    flags are limited to the feature keys."""
+    from mmrecbole.config import describe_source, parse_value, read_layers, read_yaml_file, type_mismatch
     from mmrecbole.features.store import FEATURE_DEFAULTS
 
-    settings: Dict = {}
-    own = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
-    for path in ([own] if os.path.isfile(own) else []) + list(config_files):
-        settings.update(_read_yaml(path))
     allowed = set(FEATURE_DEFAULTS) | set(_EXTRA_KEYS)
+    cmd: Dict = {}
     for flag in flags:
         key, sep, value = flag[2:].partition("=") if flag.startswith("--") else ("", "", "")
         if not sep or not key:
             raise ConfigError(f"unrecognized argument {flag!r}: settings are given as --key=value")
         if key not in allowed:
             raise ConfigError(f"unknown feature setting --{key}; known: {', '.join(sorted(allowed))}")
-        if key in _STRING_KEYS:
-            settings[key] = None if value in ("null", "~", "") else value
-            continue
-        try:
-            settings[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
+        if key in _STRING_KEYS:  # taken verbatim: YAML would read "{movie_title}" as a mapping
+            cmd[key] = None if value in ("null", "~", "") else value
+        else:
+            cmd[key] = parse_value(value)
+    own = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
+    layers = ([(own, read_yaml_file(own))] if os.path.isfile(own) else []) + read_layers(config_files, None, cmd)
+    settings: Dict = {}
+    for source, values in layers:
+        for key, value in values.items():
+            expected = type_mismatch(value, FEATURE_DEFAULTS.get(key))
+            if expected:
+                raise ConfigError(f"feature setting '{key}' in {describe_source(source, key)} must be {expected}, "
+                                  f"got {value!r}")
             settings[key] = value
     return settings
 

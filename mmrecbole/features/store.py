@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from mmrecbole.data import atomic_path, dataset_dir, ensure_dataset, read_atomic_file, resolve_raw_dir
+from mmrecbole.data import atomic_path, dataset_dir, prepare_dataset, read_atomic_file, resolve_raw_dir
 from mmrecbole.data.fileio import sha256_file, sha256_text
 from mmrecbole.errors import FeatureError
 from mmrecbole.features.table import FORMAT_VERSION, INFO_KEY, FeatureTable, provenance_changes
@@ -231,7 +231,7 @@ def plan_features(dataset_name: str, modality: str, settings: Optional[Mapping] 
     Builds the dataset's atomic files first when a builder exists and they are missing or stale.
     """
     _check_modality(modality)
-    directory = ensure_dataset(
+    directory = prepare_dataset(
         dataset_name, setting(settings, "data_path"), raw_dir=setting(settings, "mm_raw_dir")
     )
     path = feature_path(dataset_name, modality, setting(settings, "data_path"))

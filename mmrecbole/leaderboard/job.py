@@ -1,6 +1,6 @@
 """One leaderboard run in a child process: reads a JSON request on stdin, prints `RESULT {json}` on stdout.
 
-Request: {"model", "dataset", "settings", "checkpoint_dir", "log_dir"}. The result is quick_start.run's dict plus
+Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir"}. The result is quick_start.run's dict plus
 the process's peak resident memory and the code version it ran (provenance.code_version, read before the run).
 """
 import json
@@ -12,12 +12,13 @@ from mmrecbole.errors import UserError
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    from mmrecbole.leaderboard.provenance import code_version
+    from mmrecbole.provenance import code_version
     from mmrecbole.quick_start import run
 
     version = code_version()  # the code this process imports (read before a long run, not after it)
 
-    settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"], "state": "WARNING"}
+    settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"],
+                "run_cache_dir": request["run_cache_dir"], "state": "WARNING"}
     try:
         result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
                      console_log=False)

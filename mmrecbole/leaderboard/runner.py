@@ -12,10 +12,8 @@ is the run's own.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,35 +21,14 @@ import time
 from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.errors import UserError
-from mmrecbole.data.fileio import write_text_atomically
-from mmrecbole.leaderboard import provenance
+from mmrecbole import provenance
+from mmrecbole.runs import RunCache, config_hash, make_record
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
-
-#: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
-#: (evaluation batching changes no metric: tests/test_protocol.py checks it).
-_PRESENTATION_KEYS = {"show_progress", "state", "checkpoint_dir", "data_path", "gpu_id", "worker", "eval_batch_size"}
-
-
-# Keys added after runs were cached whose default reproduces the earlier behaviour exactly: at that default they stay
-# out of the hash, so adding such a key does not orphan the run cache; any other value is hashed as usual. (The run
-# key now holds the code version too, which changes with any code change, so this matters only for the config hash.)
-_KEYS_NEUTRAL_AT_DEFAULT = {"window_bucketing": True, "torch_compile": False, "window_context": 0,
-                            "window_batch_targets": 0, "window_shift": False, "position_encoding": "absolute"}
-
-
-def config_hash(config: Config) -> str:
-    plain = {k: v for k, v in config.resolved.items() if k not in _PRESENTATION_KEYS and k != "seed"
-             and not (k in _KEYS_NEUTRAL_AT_DEFAULT and v == _KEYS_NEUTRAL_AT_DEFAULT[k])}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
-
+from mmrecbole import contract
 
 class PlannedRun:
     def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, seed: int):
-        self.entry, self.seed = entry, seed
+        self.entry, self.seed, self.dataset = entry, seed, spec.dataset
         self.settings = spec.row_settings(entry, seed)
         pipeline = registry.get_pipeline(entry.name)
         if pipeline is not None:  # e.g. LGBMStacker: checks and hashes its own settings (and its base models')
@@ -59,21 +36,19 @@ class PlannedRun:
             self.uses_content, self.hash = planned.uses_content, planned.config_hash
         else:
             config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
-            self.uses_content = bool(getattr(config.model_class, "uses_item_content", False) and config["modalities"])
+            self.uses_content = contract.reads_item_content(config)
             self.hash = config_hash(config)
         self.code_version = provenance.code_version()
-        self.path = self.path_for(spec, self.code_version)
-
-    def path_for(self, spec: LeaderboardSpec, code_version: str) -> str:
-        key = provenance.cache_key(self.hash, code_version)
-        return os.path.join(spec.cache_dir, "runs", f"{_slug(self.entry.label)}-seed{self.seed}-{key}.json")
+        self.cache = run_cache(spec)
+        self.path = self.cache.path(entry.name, spec.dataset, seed, self.hash)
 
     def cached(self):
-        if not os.path.isfile(self.path):
+        """This row's cached run (computed by this code), labelled as this row; None when there is none."""
+        record = self.cache.get(self.entry.name, self.dataset, self.seed, self.hash)
+        if record is None:
             return None
-        with open(self.path, encoding="utf-8") as f:
-            record = json.load(f)
-        return record if record.get("code_version") == self.code_version else None
+        return {**record, "label": self.entry.label, "settings": self.entry.settings,
+                "uses_content": self.uses_content}
 
 
 def plan(spec: LeaderboardSpec) -> list:
@@ -84,9 +59,14 @@ def _checkpoint_dir(spec: LeaderboardSpec) -> str:
     return os.path.join(spec.cache_dir, "checkpoints")
 
 
+def run_cache(spec: LeaderboardSpec) -> RunCache:
+    """The board's run records; its children (a stacker row's base models too) record and reuse runs here."""
+    return RunCache(os.path.join(spec.cache_dir, "runs"))
+
+
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
-               "checkpoint_dir": _checkpoint_dir(spec),
+               "checkpoint_dir": _checkpoint_dir(spec), "run_cache_dir": run_cache(spec).folder,
                "log_dir": os.path.join(spec.cache_dir, "logs")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
@@ -99,23 +79,6 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
     result = json.loads(lines[-1][len("RESULT "):])
     result["wall_seconds"] = wall
     return result, None
-
-
-def _offer_to_stacker(run: PlannedRun, spec: LeaderboardSpec, record: dict) -> None:
-    """Record a model row's checkpoint in the stacker's base-model cache (same key: model, config hash, dataset,
-    seed, code version), so that an LGBMStacker row of this leaderboard reuses it instead of training that model
-    again."""
-    checkpoint = record.get("checkpoint")
-    if registry.get_pipeline(run.entry.name) is not None or not checkpoint or not os.path.isfile(checkpoint):
-        return
-    if record.get("code_version") != provenance.code_version():  # trained by other code (changed during the run)
-        return
-    from mmrecbole.ensemble.base_models import cache_entry_path, record_base_run
-
-    folder = _checkpoint_dir(spec)
-    if not os.path.isfile(cache_entry_path(folder, run.entry.name, run.hash, spec.dataset, run.seed)):
-        record_base_run(folder, run.entry.name, run.entry.label, run.hash, spec.dataset, run.seed,
-                        os.path.abspath(checkpoint), record)
 
 
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False) -> dict:
@@ -134,7 +97,6 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if cached is not None:
             echo(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
-            _offer_to_stacker(run, spec, cached)
             continue
         if report_only:
             failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
@@ -151,12 +113,10 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         if version != run.code_version:
             echo(f"{tag}: the code changed during the leaderboard (code version {run.code_version} -> {version}): "
                  "this run is recorded under the new version; the board will say it mixes code versions")
-        record = {"label": run.entry.label, "model": run.entry.name, "seed": run.seed, "config_hash": run.hash,
-                  "dataset": spec.dataset, "uses_content": run.uses_content, "settings": run.entry.settings,
-                  "code_version": version, "commit": commit, **result}
-        write_text_atomically(run.path_for(spec, version), json.dumps(record, indent=1))
+        record = make_record(result, label=run.entry.label, config_hash=run.hash, settings=run.entry.settings,
+                             uses_content=run.uses_content, code_version=version, commit=commit)
+        run.cache.put(record)
         records.append(record)
-        _offer_to_stacker(run, spec, record)
         test = record["test"]
         echo(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
              f"(train {record['train_seconds']:.0f} s)")

@@ -23,15 +23,14 @@ import os
 from dataclasses import dataclass, field
 
 from mmrecbole import PROJECT_ROOT
-from mmrecbole.config import read_yaml_file
+from mmrecbole.config import accepts, key_owners, read_yaml_file, settings_for
 from mmrecbole.errors import ConfigError
+from mmrecbole.registry import PIPELINES
+from mmrecbole.runs import PROTOCOL_KEYS
 
 #: Metrics of every leaderboard row: accuracy, then RecBole's beyond-accuracy metrics (exposure, popularity bias).
 LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniIndex", "AveragePopularity",
                        "TailPercentage"]
-#: Keys a single row may not change: they define the protocol shared by all rows.
-PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_items", "repeatable", "load_col",
-                 "cold_start_item_ratio", "data_path", "benchmark_filename")
 _TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
              "cache_dir"}
 
@@ -63,7 +62,8 @@ class LeaderboardSpec:
 
     def row_settings(self, entry: ModelEntry, seed: int) -> dict:
         """The config_dict of one run: shared settings, the row's own, the seed, and the leaderboard metrics."""
-        return {**self.settings, **entry.settings, "seed": seed, "metrics": list(LEADERBOARD_METRICS),
+        shared = self.settings if entry.name in PIPELINES else settings_for(entry.name, self.settings)
+        return {**shared, **entry.settings, "seed": seed, "metrics": list(LEADERBOARD_METRICS),
                 "show_progress": False}
 
 
@@ -106,6 +106,12 @@ def validate(spec: LeaderboardSpec) -> LeaderboardSpec:
         if fixed and where != "settings":
             raise ConfigError(f"leaderboard {spec.source}: {where} changes protocol keys {fixed}; every row must "
                               "share the split, candidates and metrics (set them for all rows under settings)")
+        if where == "settings" and not any(m.name in PIPELINES for m in spec.models):
+            for key in settings:
+                if not any(accepts(m.name, key) for m in spec.models):
+                    raise ConfigError(f"leaderboard {spec.source}: settings key '{key}' is a setting of "
+                                      f"{', '.join(key_owners(key)[:6]) or 'no model'}, not of any row's model; "
+                                      "move it to the rows it is meant for")
         if "metrics" in settings or "seed" in settings:
             raise ConfigError(f"leaderboard {spec.source}: {where} may not set metrics or seed (the leaderboard "
                               "fixes the metrics; seeds go under seeds)")

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrecbole.errors import ConfigError
+from mmrecbole.features.aligned import checked_modalities, item_content
 
 logger = logging.getLogger(__name__)
 
@@ -53,26 +54,6 @@ def normalize_features(matrix, mask, how):
     out = torch.zeros_like(matrix)
     out[mask] = normed
     return out
-
-
-def load_aligned_features(config, dataset, modality):
-    """(matrix [item_num, d] float32, mask [item_num] bool) of one modality in RecBole's item order.
-
-    `mm_feature_files: {modality: path}` names a precomputed table (FeatureTable .npz) to use as is; otherwise the
-    table under dataset/<name>/features/ is reused while its provenance matches, or built now."""
-    from mmrecbole.features import FeatureTable, load_or_build_features
-
-    files = config["mm_feature_files"] or {}
-    if modality in files:
-        table = FeatureTable.load(files[modality])
-    else:
-        table = load_or_build_features(config["dataset"], modality, config)
-    matrix, mask = table.align(dataset)
-    covered = int(mask.sum())
-    logger.info(f"{modality} features: {covered}/{len(mask) - 1} items, dim {matrix.shape[1]} ({table.source})")
-    if covered == 0:
-        raise ConfigError(f"no item of dataset '{config['dataset']}' has {modality} features ({table.source})")
-    return matrix, mask
 
 
 class WhiteningAdapter(nn.Module):
@@ -113,10 +94,7 @@ class ItemContentEncoder(nn.Module):
     def __init__(self, config, dataset, dim, modalities=None, fusion=None, use_id=None):
         super().__init__()
         self.dim = dim
-        self.modalities = list(config["modalities"] if modalities is None else modalities)
-        unknown = [m for m in self.modalities if m not in ("text", "image")]
-        if unknown:
-            raise ConfigError(f"modalities must be a list drawn from ['text', 'image'], got {self.modalities!r}")
+        self.modalities = checked_modalities(config["modalities"] if modalities is None else modalities)
         self.use_id = bool(config["use_id"] if use_id is None else use_id)
         if not self.use_id and not self.modalities:
             raise ConfigError("use_id: false needs at least one entry in modalities")
@@ -135,7 +113,7 @@ class ItemContentEncoder(nn.Module):
         self.adapters = nn.ModuleDict()
         self.missing = nn.ParameterDict()
         for modality in self.modalities:
-            matrix, mask = load_aligned_features(config, dataset, modality)
+            matrix, mask = item_content(dataset, modality)
             matrix = normalize_features(matrix, mask, feature_norm)
             # Persistent: a checkpoint carries the exact features it was trained with.
             self.register_buffer(f"features_{modality}", matrix)

@@ -22,6 +22,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from mmrecbole.errors import ConfigError
+from mmrecbole.contract import ModelContract
 
 #: Where the strength r_ui of a (user, item) pair comes from (`confidence` key).
 CONFIDENCE_SOURCES = ("count", "rating")
@@ -136,7 +137,7 @@ def wants_gpu(config) -> bool:
 
 
 # -- the model contract -----------------------------------------------------------------------------------------
-class ImplicitRecommender(GeneralRecommender):
+class ImplicitRecommender(GeneralRecommender, ModelContract):
     """A RecBole general recommender whose state is fitted by `implicit` in one pass.
 
     `FitOnceTrainer` calls `fit_from(train_dataset, show_progress)` once instead of running epochs, then RecBole's

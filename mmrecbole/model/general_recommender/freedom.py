@@ -19,6 +19,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from mmrecbole.errors import ConfigError
+from mmrecbole.contract import ModelContract
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives, _items_in
 
 
@@ -40,7 +41,7 @@ def knn_graph(features, present, k, chunk=1024):
     return torch.stack([rows, cols]), inv_sqrt[rows] * inv_sqrt[cols]
 
 
-class FREEDOM(GeneralRecommender):
+class FREEDOM(GeneralRecommender, ModelContract):
     input_type = InputType.PAIRWISE
     trainer_name = "MMTrainer"
     uses_item_content = True  # reads feature tables (leaderboards tell content models from CF baselines)

@@ -14,8 +14,10 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
+from mmrecbole.contract import ModelContract
 
-class Pop(GeneralRecommender):
+
+class Pop(GeneralRecommender, ModelContract):
     """score(u, i) = number of training interactions of item i (the same list for every user; seen items are masked
     by the evaluator like every model's)."""
 

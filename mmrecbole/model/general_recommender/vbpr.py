@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from mmrecbole.contract import ModelContract
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives
 
 
-class VBPR(GeneralRecommender):
+class VBPR(GeneralRecommender, ModelContract):
     input_type = InputType.PAIRWISE
     trainer_name = "MMTrainer"
     uses_item_content = True  # reads feature tables (leaderboards tell content models from CF baselines)

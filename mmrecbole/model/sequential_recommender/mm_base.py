@@ -10,10 +10,11 @@ from recbole.utils import InputType
 
 from mmrecbole.data.windows import TARGETS_FIELD
 from mmrecbole.errors import ConfigError
+from mmrecbole.contract import ModelContract
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss
 
 
-class MMSequentialRecommender(SequentialRecommender):
+class MMSequentialRecommender(SequentialRecommender, ModelContract):
     """Subclasses build `self.items` (via `build_items`) and implement `encode_all(item_seq, table)` -> [batch,
     length, dim] states at every position (causal), where `table` = `self.items()` ([item_num, dim]).
 

@@ -2,7 +2,7 @@
 
 The code version is a short sha256 over the contents of every .py file of the mmrecbole package and every .yaml file
 under properties/ (sorted relative paths and bytes; __pycache__ excluded), plus the versions of the packages that
-compute results. It is part of every run cache key (leaderboard runs, the stacker's base models: `cache_key`), so a
+compute results. It is part of every run's key (mmrecbole.runs.RunCache: leaderboard runs, the stacker's base models), so a
 run of other code is never found and reused; the git commit says where to find that code, and whether it was
 committed.
 """
@@ -16,7 +16,7 @@ from importlib import metadata
 
 from mmrecbole import PROJECT_ROOT, PROPERTIES_DIR
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: Packages whose version can change a run's numbers.
 RESULT_PACKAGES = ("recbole", "implicit", "torch", "lightgbm", "numpy", "scipy", "transformers", "torchvision")
 NOT_RECORDED = "not recorded"
@@ -64,19 +64,15 @@ def code_version() -> str:
     return version_of(_source_files(), package_versions())
 
 
-def cache_key(config_hash: str, version: str | None = None) -> str:
-    """The key a cached run is stored under: its config hash and the code version that computes it (this process's
-    unless `version`). Both the leaderboard runner and the stacker's base-model cache use it."""
-    return f"{config_hash}-{version or code_version()}"
-
-
 def code_commit() -> str:
-    """Short commit of the working tree, '+uncommitted changes' when tracked files differ from it; 'unknown'
-    outside git."""
+    """Short commit of the working tree, '+uncommitted changes' when the files the code version covers (the package,
+    properties/) differ from it, untracked ones included; 'unknown' outside git. Other files (a board's own report,
+    the README it updates) do not make a run uncommitted: they compute nothing."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+        covered = [os.path.relpath(PACKAGE_DIR, PROJECT_ROOT), os.path.relpath(PROPERTIES_DIR, PROJECT_ROOT)]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *covered], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (commit + (UNCOMMITTED if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -96,6 +92,10 @@ def _counts(values) -> list:
 
 def listing(counts) -> str:
     return ", ".join(f"{value} ({n} run{'s' if n != 1 else ''})" for value, n in counts)
+
+
+#: How every `summarize` line starts (a report finds the line by it).
+SUMMARY_STARTS = ("All ", "**WARNING: MIXED board")
 
 
 def summarize(records, current_commit: str | None = None, current_version: str | None = None) -> dict:

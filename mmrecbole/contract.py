@@ -1,0 +1,92 @@
+"""The model contract: what mmrecbole asks of a recommender class beyond RecBole's.
+
+RecBole's part is unchanged: a subclass of one of its recommenders (`GeneralRecommender`, `SequentialRecommender`)
+with `__init__(config, dataset)`, `calculate_loss(interaction)`, `predict(interaction)` and
+`full_sort_predict(interaction)`. Our models also inherit `ModelContract` and override what applies; everything
+else in mmrecbole reads these capabilities through the functions below (RecBole's own models get the defaults),
+never by probing attributes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Tuple
+
+
+class ModelContract:
+    """Optional capabilities of a model class, with their defaults.
+
+    Class attributes:
+      trainer_name: the trainer in mmrecbole.trainer.TRAINERS that fits this model ("MMTrainer" for gradient
+          training, "FitOnceTrainer" for models fitted in one pass); None: RecBole's choice for the model type.
+      uses_item_content: reads item feature tables (text/image) when `modalities` is non-empty; the pipeline loads
+          them before the model is built (mmrecbole.features.attach_item_content) and leaderboards mark such rows.
+      supports_all_positions: a sequential model that trains on `train_mode: all_positions` windows
+          (mmrecbole.data.windows).
+    Instance attributes / methods:
+      loss_names: names of the terms when `calculate_loss` returns a tuple (epoch log, TensorBoard).
+      pre_epoch(epoch): called before every training epoch (e.g. FREEDOM re-samples its graph).
+      fit_from(dataset, show_progress): one-pass models (trainer_name "FitOnceTrainer") fit on the training split.
+      fitted_value_count(): for models fitted outside autograd, how many values the fit produced (the "learned
+          values" column of a leaderboard); None: count the trainable parameters.
+    """
+
+    trainer_name: ClassVar[Optional[str]] = None
+    uses_item_content: ClassVar[bool] = False
+    supports_all_positions: ClassVar[bool] = False
+    loss_names: Tuple[str, ...] = ()
+
+    def pre_epoch(self, epoch: int) -> None:
+        """Hook run before each training epoch; nothing by default."""
+
+    def fitted_value_count(self) -> Optional[int]:
+        return None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    trainer_name: Optional[str]
+    uses_item_content: bool
+    supports_all_positions: bool
+
+    @property
+    def fits_once(self) -> bool:
+        return self.trainer_name == "FitOnceTrainer"
+
+
+_DEFAULTS = Capabilities(trainer_name=None, uses_item_content=False, supports_all_positions=False)
+
+
+def follows_contract(model_class) -> bool:
+    return isinstance(model_class, type) and issubclass(model_class, ModelContract)
+
+
+def capabilities(model_class) -> Capabilities:
+    """The declared capabilities of a model class (the defaults for RecBole's own models)."""
+    if not follows_contract(model_class):
+        return _DEFAULTS
+    return Capabilities(trainer_name=model_class.trainer_name,
+                        uses_item_content=bool(model_class.uses_item_content),
+                        supports_all_positions=bool(model_class.supports_all_positions))
+
+
+def reads_item_content(config) -> bool:
+    """Whether the model of `config` reads feature tables with these settings (a content model with modalities)."""
+    return capabilities(config.model_class).uses_item_content and bool(config["modalities"])
+
+
+def loss_names(model) -> Tuple[str, ...]:
+    return tuple(model.loss_names) if isinstance(model, ModelContract) else ()
+
+
+def run_pre_epoch(model, epoch: int) -> None:
+    if isinstance(model, ModelContract):
+        model.pre_epoch(epoch)
+
+
+def learned_value_count(model) -> int:
+    """What a run learned, in numbers: trainable tensor elements, or, for a model fitted outside autograd (implicit's
+    factors and neighbour lists), the values its fit produced."""
+    fitted = model.fitted_value_count() if isinstance(model, ModelContract) else None
+    if fitted is not None:
+        return int(fitted)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

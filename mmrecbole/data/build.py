@@ -1,0 +1,86 @@
+"""The one place that creates a config's dataset and its (train, valid, test) loaders.
+
+`create_dataset(config)`: the atomic files (built first for a dataset with a builder, e.g. ml-100k-mm), RecBole's
+dataset class for the model type with our options (true time order, cold-start items), always built from the files,
+never unpickled. `build_dataloaders(config, dataset)`: RecBole's `data_preparation` minus its pickle cache, with our
+all_positions window loader and the score-bounded, history-masking evaluation loader.
+"""
+from __future__ import annotations
+
+import os
+
+from mmrecbole import compat
+from mmrecbole.data import DATASET_BUILDERS, prepare_dataset
+from mmrecbole.data.cold_start import ColdStartItemsMixin
+from mmrecbole.data.eval_loader import ScoreBoundedFullSortEvalDataLoader, score_bounded, sequential_seen_items
+from mmrecbole.data.windows import SequenceWindowLoader
+from mmrecbole.errors import ConfigError, DatasetError
+from mmrecbole import contract
+
+
+def dataset_files_present(config) -> bool:
+    folder = config["data_path"]
+    name = config["dataset"]
+    if config["benchmark_filename"]:
+        return all(os.path.isfile(os.path.join(folder, f"{name}.{part}.inter"))
+                   for part in config["benchmark_filename"])
+    return os.path.isfile(os.path.join(folder, f"{name}.inter"))
+
+
+def ensure_dataset_files(config) -> None:
+    """Build a dataset that mmrecbole.data can generate (e.g. ml-100k-mm) when its files are missing or its raw
+    inputs changed; DatasetError when the atomic files are missing and nothing can build them."""
+    if config["dataset"] in DATASET_BUILDERS:
+        prepare_dataset(config["dataset"], config["data_path"], raw_dir=config["mm_raw_dir"])
+    if not dataset_files_present(config):
+        where = os.path.join(config["data_path"], f'{config["dataset"]}.inter')
+        raise DatasetError(
+            f"dataset '{config['dataset']}' not found: no {where}. Put RecBole atomic files "
+            f"(<name>.inter, optional <name>.item/.user) in that folder, or point --data_path at their parent folder"
+        )
+
+
+def create_dataset(config):
+    """The dataset for `config`, built from its atomic files (see the module docstring)."""
+    ensure_dataset_files(config)
+    return dataset_class_with_options(config, compat.recbole_dataset_class(config))(config)
+
+
+def dataset_class_with_options(config, base: type) -> type:
+    if config["eval_args"]["order"] == "TO":
+        base = type(f"TrueTime{base.__name__}", (compat.TrueTimeOrderMixin, base), {"__module__": __name__})
+    if float(config["cold_start_item_ratio"] or 0.0) > 0.0:
+        if config["eval_args"]["split"] != {"LS": "valid_and_test"} or config["eval_args"]["order"] != "TO":
+            raise ConfigError("cold_start_item_ratio needs leave-one-out by time: eval_args split {LS: "
+                              "valid_and_test}, order TO")
+        return type(f"ColdStart{base.__name__}", (ColdStartItemsMixin, base), {"__module__": __name__})
+    return base
+
+
+def build_dataloaders(config, dataset):
+    """(train, valid, test) dataloaders: RecBole's `data_preparation` minus its dataloader pickle cache."""
+    from recbole.data.utils import KGSampler, create_samplers, get_dataloader
+    from recbole.utils import ModelType
+
+    built = dataset.build()
+    train_set, valid_set, test_set = built
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        kg_sampler = KGSampler(
+            dataset, config["train_neg_sample_args"]["distribution"], config["train_neg_sample_args"]["alpha"]
+        )
+        train = get_dataloader(config, "train")(config, train_set, train_sampler, kg_sampler, shuffle=True)
+    else:
+        train = get_dataloader(config, "train")(config, train_set, train_sampler, shuffle=config["shuffle"])
+    if (config["train_mode"] or "prefix") == "all_positions":
+        if not contract.capabilities(config.model_class).supports_all_positions:
+            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; "
+                              "use train_mode: prefix")
+        train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
+    valid = score_bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
+    test = score_bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
+    if config["mask_seen_items"] and config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        for loader, history in ((valid, [train_set]), (test, [train_set, valid_set])):
+            if isinstance(loader, ScoreBoundedFullSortEvalDataLoader):
+                loader.set_seen_items(sequential_seen_items(config, history, dataset.user_num, dataset.item_num))
+    return train, valid, test

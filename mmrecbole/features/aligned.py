@@ -1,0 +1,63 @@
+"""Feature tables aligned to a RecBole dataset's item ids, loaded by the pipeline before a model is built.
+
+`attach_item_content(config, dataset)` loads (or builds, the first time: BERT / the CNN) every table the model of
+`config` reads and hangs them on the dataset the model is constructed with; the model's `ItemContentEncoder` only
+takes them from there (`item_content`), so building a model never runs an encoder or writes a file.
+"""
+from __future__ import annotations
+
+import logging
+
+from mmrecbole.errors import ConfigError
+from mmrecbole.features.store import MODALITIES, load_or_build_features
+from mmrecbole.features.table import FeatureTable
+
+logger = logging.getLogger(__name__)
+
+#: The attribute of a RecBole dataset that holds {modality: (matrix [item_num, d], mask [item_num])}.
+ITEM_CONTENT_ATTRIBUTE = "mm_item_content"
+
+
+def aligned_features(config, dataset, modality):
+    """(matrix [item_num, d] float32, mask [item_num] bool) of one modality in RecBole's item order.
+
+    `mm_feature_files: {modality: path}` names a precomputed table (FeatureTable .npz) to use as is; otherwise the
+    table under dataset/<name>/features/ is reused while its provenance matches, or built now."""
+    files = config["mm_feature_files"] or {}
+    if modality in files:
+        table = FeatureTable.load(files[modality])
+    else:
+        table = load_or_build_features(config["dataset"], modality, config)
+    matrix, mask = table.align(dataset)
+    covered = int(mask.sum())
+    logger.info(f"{modality} features: {covered}/{len(mask) - 1} items, dim {matrix.shape[1]} ({table.source})")
+    if covered == 0:
+        raise ConfigError(f"no item of dataset '{config['dataset']}' has {modality} features ({table.source})")
+    return matrix, mask
+
+
+def checked_modalities(modalities) -> list:
+    """`modalities` as a list, ConfigError unless it is a list drawn from MODALITIES."""
+    if not isinstance(modalities, (list, tuple)) or any(m not in MODALITIES for m in modalities):
+        raise ConfigError(f"modalities must be a list drawn from {list(MODALITIES)}, got {modalities!r}")
+    return list(modalities)
+
+
+def attach_item_content(config, dataset, modalities=None) -> None:
+    """Load the `modalities` (default: config's `modalities`) tables aligned to `dataset` and keep them on it."""
+    wanted = checked_modalities(config["modalities"] if modalities is None else modalities)
+    tables = dict(getattr(dataset, ITEM_CONTENT_ATTRIBUTE, None) or {})
+    for modality in wanted:
+        if modality not in tables:
+            tables[modality] = aligned_features(config, dataset, modality)
+    setattr(dataset, ITEM_CONTENT_ATTRIBUTE, tables)
+
+
+def item_content(dataset, modality):
+    """The (matrix, mask) `attach_item_content` put on `dataset` for `modality`."""
+    tables = getattr(dataset, ITEM_CONTENT_ATTRIBUTE, None) or {}
+    if modality not in tables:
+        raise ConfigError(f"the {modality} feature table was not loaded for this dataset: build content models "
+                          "through mmrecbole.quick_start.build (or call "
+                          "mmrecbole.features.attach_item_content(config, dataset) first)")
+    return tables[modality]
