@@ -177,12 +177,17 @@ class ImageEncoder:
     # ----- cheap facts ------------------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        """Output width, from a dummy forward of the randomly initialised backbone (no weights needed)."""
+        """Output width, from a dummy forward of the randomly initialised backbone (no weights needed).
+
+        The random init runs on a forked RNG: planning a feature table must not move torch's global random state, or
+        a model built after it would start from other weights depending on whether (and how often) a table was
+        planned in the process."""
         key = (self.model_name, self.crop)
         if key not in _DIM_CACHE:
             import torch
 
-            model, last_linear = build_backbone(self.model_name)
+            with torch.random.fork_rng(devices=[]):
+                model, last_linear = build_backbone(self.model_name)
             _replace_module(model, last_linear, torch.nn.Identity())
             with torch.inference_mode():
                 _DIM_CACHE[key] = int(model.eval()(torch.zeros(1, 3, self.crop, self.crop)).shape[1])
