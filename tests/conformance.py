@@ -17,7 +17,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from mmrecbole import checkpoint, registry
+from mmrecbole import checkpoint
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, load_run
 from mmrecbole.trainer import make_trainer

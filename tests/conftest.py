@@ -1,6 +1,5 @@
 """Shared fixtures. Tests run in a temporary working directory so saved/, log/ and log_tensorboard/ never land in
 the checkout."""
-import os
 import warnings
 
 import pytest

@@ -38,7 +38,6 @@ def test_pop_counts_every_training_interaction_exactly(tmp_path):
     import numpy as np
     import torch
 
-    from mmrecbole import registry
     from mmrecbole.compat import dataset_of
     from mmrecbole.config import Config
     from mmrecbole.quick_start import build

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
-from mmrecbole import compat, registry
+from mmrecbole import registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from mmrecbole import registry
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, run
 from mmrecbole.trainer import make_trainer

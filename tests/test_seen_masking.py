@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from mmrecbole import registry
 from mmrecbole.compat import dataset_of
 from mmrecbole.config import Config
 from mmrecbole.quick_start import build, run
