@@ -79,12 +79,6 @@ class RunResult:
         return {**values, **self.extra}
 
 
-#: The keys every run result has (a record adds IDENTITY_KEYS).
-RESULT_KEYS = tuple(f.name for f in dataclasses.fields(RunResult) if f.name != "extra")
-IDENTITY_KEYS = ("label", "model", "dataset", "seed", "config_hash", "code_version", "commit", "settings",
-                 "uses_content")
-
-
 def make_record(result: dict, *, label: str, config_hash: str, settings: dict, uses_content: bool,
                 code_version: Optional[str] = None, commit: Optional[str] = None) -> dict:
     """A run record: the result plus what computed it (code version and commit of this process by default)."""

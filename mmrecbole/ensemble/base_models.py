@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from mmrecbole import contract, provenance
+from mmrecbole import contract
 from mmrecbole.runs import RunCache, make_record
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def ensure_base_run(spec, dataset: str, seed: int, cache: RunCache, show_progres
     os.replace(result["checkpoint"], checkpoint)
     result = {**result, "checkpoint": checkpoint}
     cache.put(make_record(result, label=spec.label, config_hash=spec.config_hash, settings=spec.settings,
-                          uses_content=contract.reads_item_content(spec.config), code_version=provenance.code_version()))
+                          uses_content=contract.reads_item_content(spec.config)))
     return BaseRun(spec.label, spec.name, spec.config_hash, checkpoint, {k: result.get(k) for k in _RESULT_KEYS},
                    reused=False)
 
