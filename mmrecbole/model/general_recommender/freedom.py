@@ -15,11 +15,9 @@ their vectors lack the LightGCN part.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 
 from mmrecbole.errors import ConfigError
-from mmrecbole.contract import ModelContract
+from mmrecbole.model.general_recommender.content_base import PairwiseContentRecommender
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives, _items_in
 
 
@@ -41,10 +39,7 @@ def knn_graph(features, present, k, chunk=1024):
     return torch.stack([rows, cols]), inv_sqrt[rows] * inv_sqrt[cols]
 
 
-class FREEDOM(GeneralRecommender, ModelContract):
-    input_type = InputType.PAIRWISE
-    trainer_name = "MMTrainer"
-    uses_item_content = True  # reads feature tables (leaderboards tell content models from CF baselines)
+class FREEDOM(PairwiseContentRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -7,17 +7,12 @@ modalities each gets its own projection E and content bias beta'. The item side 
 """
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 
-from mmrecbole.contract import ModelContract
+from mmrecbole.model.general_recommender.content_base import PairwiseContentRecommender
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives
 
 
-class VBPR(GeneralRecommender, ModelContract):
-    input_type = InputType.PAIRWISE
-    trainer_name = "MMTrainer"
-    uses_item_content = True  # reads feature tables (leaderboards tell content models from CF baselines)
+class VBPR(PairwiseContentRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
