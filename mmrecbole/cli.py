@@ -10,9 +10,7 @@ import os
 import sys
 import textwrap
 
-from mmrecbole.errors import ConfigError, UserError
-
-EXIT_USAGE = 2
+from mmrecbole.errors import ConfigError, UserError, run_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -185,37 +183,31 @@ def _leaderboard(args, overrides, argv) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv
-    try:
-        if "-h" in argv or "--help" in argv:
-            build_parser(with_models=True).print_help()
-            return 0
-        args, overrides, texts = parse_args(argv)
-        from mmrecbole import quick_start
+    return run_command(lambda: _main(argv), argv)
 
-        if args.checkpoint:
-            if overrides:
-                flags = " ".join(f"--{k}" for k in overrides)
-                raise ConfigError(f"{flags}: settings cannot change a saved checkpoint; --checkpoint evaluates it "
-                                  "with the settings it was trained with")
-            result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
-            print(_report_checkpoint(result))
-            return 0
-        if args.leaderboard or (args.model and ("," in args.model or args.seeds)):
-            return _leaderboard(args, overrides, argv)
-        if not args.model:
-            raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")
-        if not args.dataset:
-            raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
-        result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,
-                                 cmd_text=texts, saved=not args.no_save)
-        print(_report_run(result))
+
+def _main(argv) -> int:
+    if "-h" in argv or "--help" in argv:
+        build_parser(with_models=True).print_help()
         return 0
-    except UserError as exc:
-        if debug:
-            raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    args, overrides, texts = parse_args(argv)
+    from mmrecbole import quick_start
+
+    if args.checkpoint:
+        if overrides:
+            flags = " ".join(f"--{k}" for k in overrides)
+            raise ConfigError(f"{flags}: settings cannot change a saved checkpoint; --checkpoint evaluates it "
+                              "with the settings it was trained with")
+        result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
+        print(_report_checkpoint(result))
+        return 0
+    if args.leaderboard or (args.model and ("," in args.model or args.seeds)):
+        return _leaderboard(args, overrides, argv)
+    if not args.model:
+        raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")
+    if not args.dataset:
+        raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
+    result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,
+                             cmd_text=texts, saved=not args.no_save)
+    print(_report_run(result))
+    return 0

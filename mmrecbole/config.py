@@ -2,7 +2,9 @@
 
 Layering, lowest priority first:
   1. RecBole's property files (overall, model/<Model>.yaml, dataset/sample.yaml, its quick-start files);
-  2. this repo's `properties/overall.yaml`, `properties/model/<Model>.yaml`, `properties/dataset/<dataset>.yaml`;
+  2. this repo's `properties/overall.yaml`, `properties/model/<Model>.yaml`, `properties/dataset/<dataset>.yaml`,
+     then `dataset/<dataset>/<dataset>.yaml` under the project root when it exists (the property file that
+     `python -m mmrecbole.data import` writes beside the atomic files);
   3. `--config_files` in the order given, then a `config_dict` from code, then `--key=value` flags.
 
 A key that no RecBole or mmrecbole property file defines is an error naming the key, where it came from and the
@@ -47,13 +49,17 @@ def parse_value(text: str):
         return text  # not YAML (e.g. unbalanced brackets): keep the string; type checks below catch misuse
 
 
-def our_property_files(model: str, dataset: str) -> list[str]:
-    files = [
-        os.path.join(PROPERTIES_DIR, "overall.yaml"),
-        os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
-        os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
-    ]
+def dataset_property_files(dataset: str) -> list[str]:
+    """A dataset's own property files that exist: `properties/dataset/<dataset>.yaml`, then the one that
+    `python -m mmrecbole.data import` writes beside the atomic files (fields, load_col, text_template, image_dir)."""
+    files = [os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+             os.path.join(PROJECT_ROOT, "dataset", dataset, f"{dataset}.yaml")]
     return [f for f in files if os.path.isfile(f)]
+
+
+def our_property_files(model: str, dataset: str) -> list[str]:
+    files = [os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")]
+    return [f for f in files if os.path.isfile(f)] + dataset_property_files(dataset)
 
 
 @lru_cache(maxsize=None)

@@ -24,3 +24,24 @@ class CheckpointError(UserError):
 
 class FeatureError(UserError):
     """Missing, stale or malformed item feature tables or their raw inputs."""
+
+
+#: Exit code of a command refused for bad input.
+EXIT_USER_ERROR = 2
+
+
+def run_command(body, argv) -> int:
+    """Run a command-line entry point's `body()` (returns its exit code; None = 0): a UserError becomes one line
+    `error: ...` on stderr and exit code 2 (the traceback instead when `argv` holds --debug); Ctrl-C exits 130."""
+    import sys
+
+    try:
+        return body() or 0
+    except UserError as exc:
+        if "--debug" in argv:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

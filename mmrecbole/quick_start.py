@@ -6,6 +6,7 @@ checkpoint, read the test split once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_datas
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
 from mmrecbole.runs import RunResult
-from mmrecbole import contract
+from mmrecbole import contract, progress
 from mmrecbole.trainer import make_trainer
 
 logger = logging.getLogger(__name__)
@@ -55,19 +56,20 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text)
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
+    progress.report("log", model=config["model"], path=os.path.abspath(log_file))
     logger.info(config)
     data, train, valid, test, model_obj = build(config)
     logger.info(data)
     logger.info(model_obj)
     trainer = make_trainer(config, model_obj)
-    progress = config["show_progress"] if show_progress is None else show_progress
+    bars = config["show_progress"] if show_progress is None else show_progress
 
     fit_start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)
+    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
     train_seconds = time.perf_counter() - fit_start
     history, best_epoch = trainer.valid_history, trainer.best_epoch
     start = time.perf_counter()
-    test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
+    test_result = trainer.evaluate(test, load_best_model=saved, show_progress=bars)
     test_seconds = time.perf_counter() - start
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)

@@ -41,7 +41,41 @@ def board(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("lb")
     data_path, files, _ = write_planted_mm(tmp_path / "data", n_users=60)
     spec = _spec(tmp_path, data_path, files)
-    return spec, run_leaderboard(spec, echo=lambda *_: None), (data_path, files, tmp_path)
+    status = _RecordingStatus()
+    outcome = run_leaderboard(spec, echo=lambda *_: None, status=status)
+    outcome["status_lines"] = status.lines
+    return spec, outcome, (data_path, files, tmp_path)
+
+
+class _RecordingStatus:
+    def __init__(self):
+        self.lines = []
+
+    def show(self, text):
+        self.lines.append(text)
+
+    def clear(self):
+        pass
+
+
+def test_children_report_epochs_and_write_their_log_as_they_go(board):
+    """Every epoch of a gradient-trained child reaches the parent's status line (with the row, seed and an upper
+    bound on the time left), and each run's log file holds RecBole's INFO log, not 0 bytes."""
+    spec, outcome, _ = board
+    lines = outcome["status_lines"]
+    for label in ("BPR", "VBPR (text+image)"):
+        for seed in spec.seeds:
+            epochs = [int(m.group(1)) for line in lines if f"] {label} seed {seed}: " in line
+                      for m in [re.search(r" epoch (\d+): valid ndcg@10 ", line)] if m]
+            assert epochs == list(range(4)), (label, seed, epochs)  # 4 epochs, no early stop
+    assert all("left" in line for line in lines)
+    pop = [line for line in lines if "] Pop seed" in line]
+    assert len(pop) == 2 and all(" epoch 0: " in line and "at most 0 s left" in line for line in pop), pop  # one fit
+    for record in outcome["runs"]:
+        with open(record["log_file"], encoding="utf-8") as f:
+            text = f.read()
+        if record["model"] != "Pop":
+            assert "epoch 0 training" in text and "epoch 3 evaluating" in text, record["log_file"]
 
 
 def test_files_rows_and_columns(board):
@@ -93,9 +127,9 @@ def test_rerun_uses_the_cache_and_a_changed_row_reruns_alone(board, monkeypatch)
     calls = []
     real = runner_module._run_child
 
-    def spy(run, spec_, timeout):
+    def spy(run, spec_, timeout, on_event):
         calls.append(run.entry.label)
-        return real(run, spec_, timeout)
+        return real(run, spec_, timeout, on_event)
 
     monkeypatch.setattr(runner_module, "_run_child", spy)
     run_leaderboard(spec, echo=lambda *_: None)

@@ -14,7 +14,10 @@ from tests.planted import FAST
 from tests.planted_mm import write_planted_mm
 
 SEQ = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.005}
-GRU = {"embedding_size": 32, "hidden_size": 32, "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.005}
+# Our sequential models train windows overlapping by window_context items (default 25, for 50-item windows).
+MM_SEQ = {**SEQ, "window_context": 4}
+GRU = {"embedding_size": 32, "hidden_size": 32, "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.005,
+       "window_context": 4}
 GENERAL = {"embedding_size": 32, "learning_rate": 0.01}
 EVAL = {**FAST, "topk": [10], "metrics": ["Hit", "NDCG"], "valid_metric": "NDCG@10"}
 
@@ -38,14 +41,16 @@ class _OnPlantedMM(RecommenderConformance):
 
 
 class TestMMSASRec(_OnPlantedMM):
+    # Its defaults: all_positions, relative positions (RecBole's prefix-mode quality at a fraction of its time).
     MODEL = "MMSASRec"
-    SETTINGS = {**SEQ, "loss_weights": {"rec": 1.0, "align": 0.1, "rating": 0.01}}
+    SETTINGS = {**MM_SEQ, "window_batch_size": 8}
 
 
-class TestMMSASRecRelativeAllPositions(_OnPlantedMM):
-    # The setting that matches RecBole's prefix-mode quality at a fraction of its time (bench/RESULTS.md).
+class TestMMSASRecPrefixAbsolute(_OnPlantedMM):
+    # RecBole's way of training SASRec (prefix rows, absolute positions), with the multi-task loss.
     MODEL = "MMSASRec"
-    SETTINGS = {**SEQ, "train_mode": "all_positions", "position_encoding": "relative", "window_batch_size": 8}
+    SETTINGS = {**SEQ, "train_mode": "prefix", "position_encoding": "absolute",
+                "loss_weights": {"rec": 1.0, "align": 0.1, "rating": 0.01}}
 
 
 class TestMMGRU4Rec(_OnPlantedMM):
@@ -72,7 +77,8 @@ def _run(model, planted_mm, **extra):
 def test_mmsasrec_reads_the_planted_rule_that_sasrec_cannot(planted_mm):
     # 15% of the items occur only as test targets: SASRec cannot rank them, MMSASRec reads the rule from features.
     sasrec = _run("SASRec", planted_mm, **SEQ)["test"]["hit@10"]
-    mmsasrec = _run("MMSASRec", planted_mm, **SEQ)["test"]["hit@10"]
+    # Trained as SASRec is (prefix rows, absolute positions): the difference is the item content alone.
+    mmsasrec = _run("MMSASRec", planted_mm, **SEQ, train_mode="prefix", position_encoding="absolute")["test"]["hit@10"]
     assert mmsasrec >= 0.95 and mmsasrec >= sasrec + 0.1, (sasrec, mmsasrec)
 
 
@@ -86,7 +92,7 @@ def test_content_aware_general_models_beat_bpr(planted_mm, model):
 def test_cold_start_mode_only_content_models_rank_held_out_items(tmp_path):
     data_path, files, _ = write_planted_mm(tmp_path, cold_share=0.0)
     settings = {**EVAL, "topk": [10], "metrics": ["Recall"], "valid_metric": "Recall@10", "data_path": data_path,
-                "mm_feature_files": files, "cold_start_item_ratio": 0.2, "epochs": 30, **SEQ}
+                "mm_feature_files": files, "cold_start_item_ratio": 0.2, "epochs": 30, **MM_SEQ}
     mm = run("MMSASRec", "plantedmm", config_dict=settings, console_log=False)["test"]["recall@10"]
     ids_only = run("SASRec", "plantedmm", config_dict=settings_for("SASRec", settings),
                    console_log=False)["test"]["recall@10"]
@@ -116,8 +122,8 @@ def _cold_start_model(tmp_path, model, settings):
     return dataset.cold_items, next(iter(train)), built
 
 
-@pytest.mark.parametrize("model, settings, train_mode", [("MMSASRec", SEQ, "all_positions"),
-                                                         ("MMSASRec", SEQ, "prefix"), ("VBPR", GENERAL, None)])
+@pytest.mark.parametrize("model, settings, train_mode", [("MMSASRec", MM_SEQ, "all_positions"),
+                                                         ("MMSASRec", MM_SEQ, "prefix"), ("VBPR", GENERAL, None)])
 def test_cold_start_training_loss_is_blind_to_held_out_items(tmp_path, model, settings, train_mode):
     # Held-out items must not even be negatives: otherwise training pushes their content vectors down and a content
     # model cannot rank them at test time (MMSASRec scored Recall@20 = 0.0 on ml-100k-mm cold items that way).
@@ -147,7 +153,7 @@ def test_warm_negatives_replace_held_out_items_only(tmp_path):
 
 def _encoder(planted_mm, **extra):
     data_path, files, _ = planted_mm
-    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **SEQ, "data_path": data_path,
+    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **MM_SEQ, "data_path": data_path,
                                                           "mm_feature_files": files, **extra})
     dataset = create_dataset(config)
     train, _, _ = build_dataloaders(config, dataset)
@@ -157,7 +163,7 @@ def _encoder(planted_mm, **extra):
 
 def test_feature_tables_are_loaded_before_the_model_is_built_never_inside_it(planted_mm, monkeypatch):
     data_path, files, _ = planted_mm
-    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **SEQ, "data_path": data_path,
+    config = Config("MMSASRec", "plantedmm", config_dict={**FAST, **MM_SEQ, "data_path": data_path,
                                                           "mm_feature_files": files})
     train, _, _ = build_dataloaders(config, create_dataset(config))
     with pytest.raises(ConfigError, match="text feature table was not loaded"):
@@ -227,8 +233,8 @@ def test_multitask_terms_are_named_in_the_epoch_log(planted_mm, caplog):
 
     caplog.set_level(logging.INFO)
     data_path, files, _ = planted_mm
-    run("MMSASRec", "plantedmm", config_dict={**EVAL, **SEQ, "data_path": data_path, "mm_feature_files": files,
-                                              "epochs": 1, "state": "INFO",
+    run("MMSASRec", "plantedmm", config_dict={**EVAL, **MM_SEQ, "data_path": data_path, "mm_feature_files": files,
+                                              "epochs": 1, "state": "INFO", "train_mode": "prefix",
                                               "loss_weights": {"rec": 1.0, "align": 0.1, "rating": 0.1}},
         console_log=False)
     assert any("rec: " in r.message and "align: " in r.message and "rating: " in r.message for r in caplog.records)
@@ -245,7 +251,7 @@ def test_multitask_terms_are_named_in_the_epoch_log(planted_mm, caplog):
 def test_bad_model_settings_name_the_key(planted_mm, bad, message):
     data_path, files, _ = planted_mm
     with pytest.raises(ConfigError, match=message):
-        run("MMSASRec", "plantedmm", config_dict={**EVAL, **SEQ, "data_path": data_path, "mm_feature_files": files,
+        run("MMSASRec", "plantedmm", config_dict={**EVAL, **MM_SEQ, "data_path": data_path, "mm_feature_files": files,
                                                   "epochs": 1, **bad}, console_log=False)
 
 
@@ -256,7 +262,9 @@ def test_mmsasrec_without_modalities_is_recbole_sasrec(ring_data_path):
 
     settings = {**FAST, "data_path": ring_data_path, "MAX_ITEM_LIST_LENGTH": 6, "hidden_size": 16, "inner_size": 32,
                 "n_layers": 2, "n_heads": 2, "initializer_range": 0.5}  # large weights: scores far from 0
-    _, _, _, test, ours = build(Config("MMSASRec", "planted", config_dict={**settings, "modalities": []}))
+    _, _, _, test, ours = build(Config("MMSASRec", "planted", config_dict={**settings, "modalities": [],
+                                                                            "position_encoding": "absolute",
+                                                                            "train_mode": "prefix"}))
     _, _, _, _, theirs = build(Config("SASRec", "planted", config_dict=settings))
     assert isinstance(theirs, SASRec)
     with torch.no_grad():

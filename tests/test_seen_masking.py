@@ -17,8 +17,9 @@ SEQUENTIAL = {
     "SASRec": SMALL_SEQ,
     "GRU4Rec": {"embedding_size": 16, "hidden_size": 16},
     "BERT4Rec": {**SMALL_SEQ, "mask_ratio": 0.4},  # RecBole masks int(ratio * window) items: >= 1 at window 3
-    "MMSASRec": {**SMALL_SEQ, "modalities": []},
-    "MMGRU4Rec": {"embedding_size": 16, "hidden_size": 16, "modalities": []},
+    # window_context 1: below the smallest window tried (3); their default (25) is for 50-item windows.
+    "MMSASRec": {**SMALL_SEQ, "modalities": [], "window_context": 1},
+    "MMGRU4Rec": {"embedding_size": 16, "hidden_size": 16, "modalities": [], "window_context": 1},
 }
 
 

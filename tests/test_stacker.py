@@ -143,7 +143,8 @@ def stacker_settings(data_path, files, work):
             "base_models": [{"name": "ImplicitALS", "settings": {"factors": 8, "iterations": 5}},
                             {"name": "MMSASRec", "label": "SASRec (ID only)",
                              "settings": {"modalities": [], "train_mode": "all_positions", "hidden_size": 16,
-                                          "inner_size": 32, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 5}}],
+                                          "inner_size": 32, "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 5,
+                                          "window_context": 2}}],
             "lgbm_params": QUICK_LGBM, "early_stopping_rounds": 10}
 
 

@@ -66,7 +66,7 @@ def test_user_sequences_are_recovered_from_prefix_rows():
 def test_loader_matches_the_training_split(ring_data_path):
     config = Config("MMSASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "modalities": [],
                                                         "train_mode": "all_positions", "window_batch_size": 16,
-                                                        "MAX_ITEM_LIST_LENGTH": 4})
+                                                        "MAX_ITEM_LIST_LENGTH": 4, "window_context": 0})
     _, train, _, _, _ = build(config)
     assert isinstance(train, SequenceWindowLoader)
     walks = dict(ring_walks())  # planted: 10 items per user; LS leaves 8 for training -> 7 targets each
@@ -93,7 +93,7 @@ def test_all_positions_mode_learns_the_planted_answer(ring_data_path, position_e
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions",
                 "position_encoding": position_encoding,
                 "window_batch_size": 16, "hidden_size": 32, "inner_size": 64, "n_layers": 1,
-                "MAX_ITEM_LIST_LENGTH": 10, "learning_rate": 0.01, "epochs": 40}
+                "MAX_ITEM_LIST_LENGTH": 10, "window_context": 0, "learning_rate": 0.01, "epochs": 40}
     result = run("MMSASRec", "planted", config_dict=settings, console_log=False)
     assert result["test"]["hit@5"] >= 0.85, result["test"]
 
@@ -228,9 +228,10 @@ def test_bucketing_shuffles_the_batches_between_epochs():
 
 def test_torch_compile_gives_the_same_loss_and_gradients(ring_data_path):
     """`torch_compile: True` routes the encoder through torch.compile (TorchInductor) with the same results."""
-    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions",
-                "window_batch_size": 16, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1,
-                "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "MAX_ITEM_LIST_LENGTH": 4}
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_context": 0,
+                "train_mode": "all_positions", "window_batch_size": 16, "hidden_size": 16, "inner_size": 32,
+                "n_layers": 1, "n_heads": 1, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0,
+                "MAX_ITEM_LIST_LENGTH": 4}
     models = []
     for compiled in (False, True):
         config = Config("MMSASRec", "planted", config_dict={**settings, "torch_compile": compiled})
@@ -244,7 +245,7 @@ def test_torch_compile_gives_the_same_loss_and_gradients(ring_data_path):
             model.zero_grad()
             loss = model.calculate_loss(width_batch)
             loss.backward()
-            losses.append((loss.detach(), model.position_embedding.weight.grad.clone()))
+            losses.append((loss.detach(), model.items.id_embedding.weight.grad.clone()))
         torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-3, atol=1e-5)
     assert compiled._compiled_encode_all is not None and eager._compiled_encode_all is None
@@ -266,7 +267,7 @@ def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path, p
     # position k sees only positions <= k, so a window predicts each target from the same history as its prefix row.
     # MAX_ITEM_LIST_LENGTH 10 >= a user's 8 training items: one window per user, every target with its full history.
     # A mask that let position k see k + 1 (or a target misaligned by one) would separate the two losses.
-    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_batch_size": 16,
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_context": 0, "window_batch_size": 16,
                 "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
                 "initializer_range": 0.5,  # large weights: sharp attention, so a leak shows in the loss
                 "position_encoding": position_encoding}
@@ -284,7 +285,7 @@ def test_without_dropout_a_window_loss_is_its_prefix_rows_loss(ring_data_path, p
 
 def _relative_and_absolute_models(ring_data_path):
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
-                "inner_size": 32, "initializer_range": 0.5}
+                "inner_size": 32, "initializer_range": 0.5, "window_context": 0}
     return [build(Config("MMSASRec", "planted", config_dict={**settings, "position_encoding": encoding}))[4].eval()
             for encoding in ("relative", "absolute")]
 

@@ -61,3 +61,20 @@ def sha256_file(path: str) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: Image file suffixes an item's image may have, in order of preference when an item has several.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def images_by_stem(folder: str) -> dict:
+    """{file name without suffix: path} of the image files in `folder` (named `<raw item id><suffix>`, suffix any
+    case; the first of IMAGE_SUFFIXES wins). The one lookup of the importer and the image feature extractor."""
+    found: dict = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            rank = IMAGE_SUFFIXES.index(suffix.lower()) if suffix.lower() in IMAGE_SUFFIXES else -1
+            if rank >= 0 and entry.is_file() and (stem not in found or rank < found[stem][0]):
+                found[stem] = (rank, entry.path)
+    return {stem: path for stem, (_, path) in found.items()}

@@ -103,7 +103,8 @@ class SequenceWindowLoader:
         self.context = int(config["window_context"])
         if not 0 <= self.context < max_length:
             raise ConfigError(f"window_context must be >= 0 and < MAX_ITEM_LIST_LENGTH ({max_length}), "
-                              f"got {self.context}")
+                              f"got {self.context}: set window_context below MAX_ITEM_LIST_LENGTH (its default is "
+                              "for 50-item windows)")
         self.max_length = max_length
         self._sequences = list(sequences.values())
         self.bucketing = bool(config["window_bucketing"])

@@ -25,6 +25,7 @@ from mmrecbole.ensemble.settings import STACKER_NAME, resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
 from mmrecbole.errors import CheckpointError, DatasetError
 from mmrecbole.log import log_to_file, new_log_path
+from mmrecbole.progress import report as report_progress
 from mmrecbole.runs import RunResult
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
     protocol = settings.protocol
     ensure_dataset_files(protocol)
     log_file = new_log_path(log_dir, STACKER_NAME, dataset)
+    report_progress("log", model=STACKER_NAME, path=os.path.abspath(log_file))
     progress = protocol["show_progress"] if show_progress is None else show_progress
     checkpoint_dir = protocol["checkpoint_dir"]
     cache = base_models.run_cache(protocol)

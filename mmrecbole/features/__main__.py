@@ -16,10 +16,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mmrecbole import PROPERTIES_DIR
-from mmrecbole.errors import ConfigError, UserError
+from mmrecbole.errors import ConfigError, run_command
 
-EXIT_USER_ERROR = 2
 _EXTRA_KEYS = ("data_path", "ITEM_ID_FIELD")
 # Settings that are strings: taken verbatim (YAML would read "{movie_title}" as a mapping); only null/~ mean None.
 _STRING_KEYS = ("data_path", "ITEM_ID_FIELD", "mm_raw_dir", "image_dir", "text_encoder_path", "text_template",
@@ -49,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(dataset: str, config_files: Sequence[str], flags: Sequence[str]) -> Dict:
-    """The feature settings: properties/dataset/<dataset>.yaml, then --config_files, then --key=value flags, layered
-    and parsed as every mmrecbole configuration is (mmrecbole.config: safe YAML with `1e-3` a float, typed values);
-    flags are limited to the feature keys."""
-    from mmrecbole.config import describe_source, parse_value, read_layers, read_yaml_file, type_mismatch
+    """The feature settings: the dataset's property files (mmrecbole.config.dataset_property_files), then
+    --config_files, then --key=value flags, layered and parsed as every mmrecbole configuration is (mmrecbole.config:
+    safe YAML with `1e-3` a float, typed values); flags are limited to the feature keys."""
+    from mmrecbole.config import (dataset_property_files, describe_source, parse_value, read_layers,
+                                  read_yaml_file, type_mismatch)
     from mmrecbole.features.store import FEATURE_DEFAULTS
 
     allowed = set(FEATURE_DEFAULTS) | set(_EXTRA_KEYS)
@@ -67,8 +66,8 @@ def load_settings(dataset: str, config_files: Sequence[str], flags: Sequence[str
             cmd[key] = None if value in ("null", "~", "") else value
         else:
             cmd[key] = parse_value(value)
-    own = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
-    layers = ([(own, read_yaml_file(own))] if os.path.isfile(own) else []) + read_layers(config_files, None, cmd)
+    own = [(path, read_yaml_file(path)) for path in dataset_property_files(dataset)]
+    layers = own + read_layers(config_files, None, cmd)
     settings: Dict = {}
     for source, values in layers:
         for key, value in values.items():
@@ -154,18 +153,14 @@ def cmd_inspect(args, settings) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
+
+    def body():
         args, flags = build_parser().parse_known_args(argv)
         settings = load_settings(args.dataset, args.config_files, flags)
         (cmd_extract if args.command == "extract" else cmd_inspect)(args, settings)
-    except UserError as exc:
-        if debug:
-            raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return 0
+
+    return run_command(body, argv)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmrecbole.data.fileio import sha256_file
+from mmrecbole.data.fileio import images_by_stem, sha256_file
 from mmrecbole.errors import FeatureError
+from mmrecbole.progress import report as report_progress
 from mmrecbole.features.text import resolve_device
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMAGE_MODEL = "mobilenet_v2"
@@ -63,14 +63,7 @@ def index_images(image_dir: str) -> Dict[str, str]:
             f"image folder not found: {image_dir} (property image_dir, default <mm_raw_dir>/posters); "
             "it must hold one image per item named <item_id>.jpg"
         )
-    found: Dict[str, Tuple[int, str]] = {}
-    with os.scandir(image_dir) as entries:
-        for entry in entries:
-            stem, suffix = os.path.splitext(entry.name)
-            rank = IMAGE_SUFFIXES.index(suffix.lower()) if suffix.lower() in IMAGE_SUFFIXES else -1
-            if rank >= 0 and entry.is_file() and (stem not in found or rank < found[stem][0]):
-                found[stem] = (rank, entry.path)
-    return {stem: path for stem, (_, path) in found.items()}
+    return images_by_stem(image_dir)
 
 
 def build_backbone(model_name: str):
@@ -257,7 +250,9 @@ class ImageEncoder:
         )
         progress = None if self.show_progress is None else not self.show_progress
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=on_cuda):
-            for rows, images, good in tqdm(loader, desc="image features", unit="batch", disable=progress):
+            for done, (rows, images, good) in enumerate(tqdm(loader, desc="image features", unit="batch",
+                                                             disable=progress)):
+                report_progress("step", what="image features (batches)", done=done, total=len(loader))
                 images = normalize_batch(images.to(self.device, non_blocking=True))
                 out[rows.numpy()] = self._model(images).float().cpu().numpy()
                 ok[rows.numpy()] = good.numpy()

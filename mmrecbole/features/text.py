@@ -8,6 +8,7 @@ member; CUDA runs in fp16 (pooling and the norm in fp32).
 import json
 import logging
 import os
+from contextlib import contextmanager
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mmrecbole.data.fileio import sha256_file, sha256_text  # noqa: E402
 from mmrecbole.errors import FeatureError  # noqa: E402
+from mmrecbole.progress import report as report_progress  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +181,9 @@ class TextEncoder:
 
         self.device = resolve_device(self.device_setting)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+            with _quiet_transformers():
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+                model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise FeatureError(f"cannot load text encoder from {self.model_dir} (text_encoder_path): {exc}") from exc
         model.eval().to(self.device)
@@ -211,7 +214,9 @@ class TextEncoder:
         pad_id = self._tokenizer.pad_token_id or 0
         batches = length_sorted_batches(lengths, self.batch_size)
         with torch.inference_mode():
-            for rows in tqdm(batches, desc="text features", unit="batch", disable=self._progress_disabled()):
+            for done, rows in enumerate(tqdm(batches, desc="text features", unit="batch",
+                                             disable=self._progress_disabled())):
+                report_progress("step", what="text features (batches)", done=done, total=len(batches))
                 width = int(lengths[rows].max())
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
                 attention = np.zeros((len(rows), width), dtype=np.int64)
@@ -236,3 +241,20 @@ class TextEncoder:
     def _progress_disabled(self) -> Optional[bool]:
         # None lets tqdm decide: a bar on a terminal, nothing in logs and pipes.
         return None if self.show_progress is None else not self.show_progress
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers' own "Loading weights" bar and load report are noise on a user's terminal (our bar over the
+    items shows the real work); restored afterwards, so a caller's own transformers settings are left as they were."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -2,6 +2,8 @@
 
 Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir"}. The result is quick_start.run's dict plus
 the process's peak resident memory and the code version it ran (provenance.code_version, read before the run).
+While it runs, every progress event (mmrecbole.progress: epochs, the log file's path) goes to stdout as a
+`PROGRESS {json}` line, and the run's log file gets RecBole's full INFO log as it goes.
 """
 import json
 import resource
@@ -15,13 +17,19 @@ def main() -> int:
     from mmrecbole.provenance import code_version
     from mmrecbole.quick_start import run
 
+    from mmrecbole import progress
+
     version = code_version()  # the code this process imports (read before a long run, not after it)
 
+    def forward(event):
+        print("PROGRESS " + json.dumps(event), flush=True)
+
     settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"],
-                "run_cache_dir": request["run_cache_dir"], "state": "WARNING"}
+                "run_cache_dir": request["run_cache_dir"], "state": "INFO"}
     try:
-        result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
-                     console_log=False)
+        with progress.listening(forward):
+            result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
+                         console_log=False)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

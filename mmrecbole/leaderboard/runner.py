@@ -12,10 +12,12 @@ is the run's own.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from mmrecbole import registry
@@ -25,6 +27,7 @@ from mmrecbole import provenance
 from mmrecbole.runs import RunCache, config_hash, make_record
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 from mmrecbole import contract
+from mmrecbole.progress import StatusLine, describe
 
 class PlannedRun:
     def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, seed: int):
@@ -64,62 +67,108 @@ def run_cache(spec: LeaderboardSpec) -> RunCache:
     return RunCache(os.path.join(spec.cache_dir, "runs"))
 
 
-def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout):
+def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
+    """Run one (row, seed) in a child process; `on_event(event)` gets its progress events as they come.
+    Returns (result, None) or (None, error line)."""
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
                "checkpoint_dir": _checkpoint_dir(spec), "run_cache_dir": run_cache(spec).folder,
                "log_dir": os.path.join(spec.cache_dir, "logs")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mmrecbole.leaderboard.job"], input=json.dumps(request),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "mmrecbole.leaderboard.job"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    stderr_tail, results, logs = collections.deque(maxlen=50), [], []
+
+    def read_stdout():
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                results.append(line[len("RESULT "):])
+            elif line.startswith("PROGRESS "):
+                event = json.loads(line[len("PROGRESS "):])
+                if event.get("kind") == "log" and not logs:
+                    logs.append(event["path"])  # the run's own log (a stacker's base models have theirs too)
+                on_event(event)
+
+    def read_stderr():  # drained as it comes, so a chatty child never blocks on a full pipe
+        for line in proc.stderr:
+            stderr_tail.append(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=read_stdout, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
+    for reader in readers:
+        reader.start()
+    proc.stdin.write(json.dumps(request))
+    proc.stdin.close()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    for reader in readers:
+        reader.join()
     wall = time.perf_counter() - start
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"{run.entry.label} seed {run.seed} failed (exit {proc.returncode}): {error}"
-    result = json.loads(lines[-1][len("RESULT "):])
+    see_log = f" (log: {os.path.relpath(logs[0])})" if logs else ""
+    if timed_out:
+        return None, f"{run.entry.label} seed {run.seed} timed out after {timeout:.0f} s{see_log}"
+    if proc.returncode != 0 or not results:
+        error = next((line for line in reversed(stderr_tail) if line.strip()), "no output")
+        return None, f"{run.entry.label} seed {run.seed} failed (exit {proc.returncode}): {error}{see_log}"
+    result = json.loads(results[-1])
     result["wall_seconds"] = wall
     return result, None
 
 
-def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False) -> dict:
+def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False,
+                    status=None) -> dict:
     """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
+
+    `echo` gets one line per run (started, cached, result); `status` (default: a progress.StatusLine on stdout when
+    `echo` is print, else nothing) shows the running child's epochs on one updating line.
 
     `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
     is still running in another process)."""
     from mmrecbole.leaderboard.report import write_report
 
     runs = plan(spec)
+    if status is None:
+        status = StatusLine() if echo is print else None
+    say = echo if status is None else (lambda text: (status.clear(), echo(text)))
     commit = provenance.code_commit()  # stamped on each new run, with the code version (part of the run's key)
     records, failures = [], []
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
         cached = None if force else run.cached()
         if cached is not None:
-            echo(f"{tag}: cached ({os.path.relpath(run.path)})")
+            say(f"{tag}: cached ({os.path.relpath(run.path)})")
             records.append(cached)
             continue
         if report_only:
             failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
             continue
-        echo(f"{tag}: running {run.entry.name} ...")
-        result, error = _run_child(run, spec, timeout)
+        say(f"{tag}: running {run.entry.name} ...")
+
+        def on_event(event, tag=tag, name=run.entry.name):
+            if status is not None and event.get("kind") in ("epoch", "step"):
+                status.show(f"{tag}: {event.get('model', name)} {describe(event)}")
+
+        result, error = _run_child(run, spec, timeout, on_event)
         if error:
-            echo(f"{tag}: {error}")
+            say(f"{tag}: {error}")
             failures.append(error)
             continue
         # The child reports the code version it ran; it differs from the planned one only when the code changed while
         # this leaderboard ran: the run is then stored (and reported) under the version that computed it.
         version = result.pop("code_version", None) or run.code_version
         if version != run.code_version:
-            echo(f"{tag}: the code changed during the leaderboard (code version {run.code_version} -> {version}): "
-                 "this run is recorded under the new version; the board will say it mixes code versions")
+            say(f"{tag}: the code changed during the leaderboard (code version {run.code_version} -> {version}): "
+                "this run is recorded under the new version; the board will say it mixes code versions")
         record = make_record(result, label=run.entry.label, config_hash=run.hash, settings=run.entry.settings,
                              uses_content=run.uses_content, code_version=version, commit=commit)
         run.cache.put(record)
         records.append(record)
         test = record["test"]
-        echo(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
-             f"(train {record['train_seconds']:.0f} s)")
+        say(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
+            f"(train {record['train_seconds']:.0f} s)")
     if not records:
         raise UserError("no leaderboard run finished: " + "; ".join(failures))
     report = write_report(spec, records, failures)

@@ -17,7 +17,7 @@ import torch
 from recbole.trainer import Trainer
 
 from mmrecbole import checkpoint, compat
-from mmrecbole import contract
+from mmrecbole import contract, progress
 from mmrecbole.trainer.evaluation import per_user_topk_metrics
 
 
@@ -55,6 +55,12 @@ class TrainingMixin:
         self.valid_history.append((int(epoch), float(score), perf_counter() - self._fit_start))
         if self.cur_step == 0:
             self.best_epoch = int(epoch)
+        progress.report("epoch", model=self.config["model"], epoch=int(epoch), start_epoch=int(self.start_epoch),
+                        score=float(score), metric=str(self.valid_metric), best=float(self.best_valid_score),
+                        best_epoch=self.best_epoch, seconds=self.valid_history[-1][2],
+                        epochs_left_at_most=progress.epochs_left_at_most(
+                            int(epoch), int(self.epochs), int(self.cur_step), int(self.stopping_step),
+                            int(self.eval_step)))
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._begin_fit(train_data)

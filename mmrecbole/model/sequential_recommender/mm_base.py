@@ -74,7 +74,8 @@ class MMSequentialRecommender(SequentialRecommender, ModelContract):
         table = self.items()
         if TARGETS_FIELD in interaction:  # all_positions batch: a target at every position, 0 where padded
             if self.multitask.wants("rating"):
-                raise ConfigError("loss_weights.rating is supported with train_mode: prefix only")
+                raise ConfigError("loss_weights.rating is supported with train_mode: prefix only (the default is "
+                                  "all_positions): set train_mode: prefix to train a rating head")
             targets = interaction[TARGETS_FIELD]
             logits = self._encode(interaction[self.ITEM_SEQ], table) @ table.T + self.train_logit_offset
             # ignore_index instead of boolean selection: no data-dependent shape, so no host sync on CUDA.
