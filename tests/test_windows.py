@@ -324,3 +324,27 @@ def test_an_unknown_position_encoding_names_the_key(ring_data_path):
     with pytest.raises(ConfigError, match="position_encoding must be 'absolute' or 'relative', got 'rotary'"):
         build(Config("MMSASRec", "planted", config_dict={**FAST, "data_path": ring_data_path, "modalities": [],
                                                           "position_encoding": "rotary"}))
+
+
+def test_cpu_loss_scores_only_target_positions_and_equals_the_ignore_index_loss(ring_data_path):
+    """On the CPU the window loss scores only positions with a target; it must equal the loss over every position
+    with padding ignored (the CUDA formula)."""
+    import torch.nn.functional as F
+
+    from mmrecbole.data.windows import TARGETS_FIELD
+
+    settings = {**FAST, "data_path": ring_data_path, "modalities": [], "window_context": 3, "window_batch_size": 16,
+                "MAX_ITEM_LIST_LENGTH": 6, "hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.0,
+                "attn_dropout_prob": 0.0}
+    _, train, _, _, model = build(Config("MMSASRec", "planted", config_dict=settings))
+    checked = 0
+    for batch in train:
+        targets = batch[TARGETS_FIELD]
+        with torch.no_grad():
+            table = model.items()
+            logits = model.encode_all(batch[model.ITEM_SEQ], table) @ table.T
+            expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+            got = model.calculate_loss(batch)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+        checked += bool((targets == 0).any())
+    assert checked > 0  # some batches have positions without a target (padding or context)

@@ -77,9 +77,17 @@ class MMSequentialRecommender(SequentialRecommender, ModelContract):
                 raise ConfigError("loss_weights.rating is supported with train_mode: prefix only (the default is "
                                   "all_positions): set train_mode: prefix to train a rating head")
             targets = interaction[TARGETS_FIELD]
-            logits = self._encode(interaction[self.ITEM_SEQ], table) @ table.T + self.train_logit_offset
-            # ignore_index instead of boolean selection: no data-dependent shape, so no host sync on CUDA.
-            rec = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+            states = self._encode(interaction[self.ITEM_SEQ], table)
+            if states.is_cuda:
+                # ignore_index instead of boolean selection: no data-dependent shape, so no host sync on CUDA.
+                logits = states @ table.T + self.train_logit_offset
+                rec = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+            else:
+                # On the CPU the softmax over every item is most of a step, and ~40% of the positions of a batch have
+                # no target (padding, and the history-only window_context items): score only the positions with
+                # one (the same mean loss; ~0.7x the epoch time on ml-100k-mm).
+                has_target = targets != 0
+                rec = F.cross_entropy(states[has_target] @ table.T + self.train_logit_offset, targets[has_target])
             state = None
         else:
             state = self._state(interaction, table)
