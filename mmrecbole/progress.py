@@ -5,8 +5,8 @@ listener with `listening(fn)`. A leaderboard child forwards every event to its p
 (mmrecbole.leaderboard.job), which prints them on one updating line (mmrecbole.leaderboard.runner). Without a
 listener an event costs one function call: the log file still has the full epoch lines.
 
-Events: `epoch` (model, epoch, score, metric, best, best_epoch, seconds, epochs_left_at_most), `step` (what, done,
-total: e.g. items encoded).
+Events: `epoch` (model, epoch, start_epoch, score, metric, best, best_epoch, seconds since training started,
+epochs_left: see `epochs_left`), `step` (what, done, total: e.g. batches encoded), `log` (model, path).
 """
 from __future__ import annotations
 
@@ -32,24 +32,28 @@ def listening(listener):
         _listeners.remove(listener)
 
 
-def epochs_left_at_most(epoch: int, epochs: int, cur_step: int, stopping_step: int, eval_step: int) -> int:
-    """Training epochs that can still run after `epoch` (0-based): RecBole stops at the validation where
-    `cur_step` exceeds `stopping_step`, or after the last epoch, whichever comes first."""
-    by_budget = max(epochs - epoch - 1, 0)
-    by_patience = (stopping_step - cur_step + 1) * max(eval_step, 1)
-    return min(by_budget, by_patience)
+def epochs_left(epoch: int, epochs: int, cur_step: int, stopping_step: int, eval_step: int) -> dict:
+    """After `epoch` (0-based): {"budget": epochs the budget still allows, "patience": epochs until RecBole's early
+    stopping ends the run if no later validation beats the best (it stops at the validation where `cur_step`
+    exceeds `stopping_step`)}. Only the smaller of the two bounds the time left when it is the budget: a better
+    validation score resets the patience."""
+    return {"budget": max(epochs - epoch - 1, 0), "patience": (stopping_step - cur_step + 1) * max(eval_step, 1)}
 
 
 def describe(event: dict) -> str:
-    """One short line for an event, e.g. `epoch 12: valid ndcg@10 0.1203 (best 0.1210 at 10), 8.1 s/epoch, at most
-    1.5 min left`."""
+    """One short line for an event, e.g. `epoch 12: valid ndcg@10 0.1203 (best 0.1210 at 10), 8.1 s/epoch, stops
+    within 1.5 min unless validation improves`."""
     if event.get("kind") == "epoch":
         done = event["epoch"] + 1 - event.get("start_epoch", 0)
         per_epoch = event["seconds"] / max(done, 1)
-        left = event["epochs_left_at_most"] * per_epoch
         best = f" (best {event['best']:.4f} at {event['best_epoch']})" if event.get("best_epoch") is not None else ""
-        return (f"epoch {event['epoch']}: valid {event['metric']} {event['score']:.4f}{best}, {per_epoch:.1f} s/epoch,"
-                f" at most {_duration(left)} left")
+        left = event["epochs_left"]
+        if left["budget"] <= left["patience"]:
+            when = f"at most {_duration(left['budget'] * per_epoch)} left"
+        else:
+            when = f"stops within {_duration(left['patience'] * per_epoch)} unless validation improves"
+        return (f"epoch {event['epoch']}: valid {event['metric']} {event['score']:.4f}{best}, {per_epoch:.1f} "
+                f"s/epoch, {when}")
     if event.get("kind") == "step":
         total = f"/{event['total']}" if event.get("total") else ""
         return f"{event['what']}: {event['done']}{total}"

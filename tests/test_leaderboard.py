@@ -68,7 +68,7 @@ def test_children_report_epochs_and_write_their_log_as_they_go(board):
             epochs = [int(m.group(1)) for line in lines if f"] {label} seed {seed}: " in line
                       for m in [re.search(r" epoch (\d+): valid ndcg@10 ", line)] if m]
             assert epochs == list(range(4)), (label, seed, epochs)  # 4 epochs, no early stop
-    assert all("left" in line for line in lines)
+    assert all(line.endswith(("left", "unless validation improves")) for line in lines)
     pop = [line for line in lines if "] Pop seed" in line]
     assert len(pop) == 2 and all(" epoch 0: " in line and "at most 0 s left" in line for line in pop), pop  # one fit
     for record in outcome["runs"]:
@@ -138,6 +138,101 @@ def test_rerun_uses_the_cache_and_a_changed_row_reruns_alone(board, monkeypatch)
     outcome = run_leaderboard(changed, echo=lambda *_: None)
     assert calls == ["BPR", "BPR"]
     assert len(outcome["runs"]) == 6
+
+
+def test_a_parallel_board_overlaps_its_children_and_says_its_timings_are_shared(tmp_path, monkeypatch):
+    """`jobs: 2` runs two children at a time (their run intervals overlap), each with its share of the cores, keeps
+    the rows in the board's order and says in the report that the timings come from a shared machine."""
+    import threading
+    import time as clock
+
+    data_path, files, _ = write_planted_mm(tmp_path / "data", n_users=40)
+    spec = _spec(tmp_path, data_path, files)
+    spec.models = spec.models[:2]  # Pop, BPR
+    spec.jobs = 2
+    intervals, requests = [], []
+    real, real_popen = runner_module._run_child, runner_module.subprocess.Popen
+    lock = threading.Lock()
+
+    def spy(run, spec_, timeout, on_event):
+        start = clock.monotonic()
+        result = real(run, spec_, timeout, on_event)
+        with lock:
+            intervals.append((start, clock.monotonic()))
+        return result
+
+    def popen(*args, **kwargs):
+        child = real_popen(*args, **kwargs)
+        if "mmrecbole.leaderboard.job" in args[0]:  # not git's or any other subprocess
+            write = child.stdin.write
+            child.stdin.write = lambda text: (requests.append(json.loads(text)), write(text))[1]
+        return child
+
+    monkeypatch.setattr(runner_module, "_run_child", spy)
+    monkeypatch.setattr(runner_module.subprocess, "Popen", popen)
+    outcome = run_leaderboard(spec, echo=lambda *_: None, status=_RecordingStatus())
+    assert [(r["label"], r["seed"]) for r in outcome["runs"]] == [("Pop", 1), ("Pop", 2), ("BPR", 1), ("BPR", 2)]
+    intervals.sort()
+    assert any(later[0] < earlier[1] for earlier, later in zip(intervals, intervals[1:]))  # two at a time
+    assert {(q["concurrent_runs"], q["threads"]) for q in requests} == {(2, max(1, (os.cpu_count() or 1) // 2))}
+    assert all(r["concurrent_runs"] == 2 for r in outcome["runs"])
+    text = open(outcome["report"]["paths"]["md"]).read()
+    assert "Timing: 4 of 4 runs ran up to 2 at a time on this machine" in text
+
+
+def test_a_parallel_board_builds_feature_tables_once_before_its_content_runs(tmp_path, monkeypatch):
+    import threading
+    import time as clock
+
+    data_path, files, _ = write_planted_mm(tmp_path / "data", n_users=40)
+    spec = _spec(tmp_path, data_path, files)
+    spec.models, spec.seeds, spec.jobs = [spec.models[0], spec.models[2]], [1], 2  # Pop, VBPR (text+image)
+    events, lock = [], threading.Lock()
+    real = runner_module._run_child
+
+    def prepare(spec_, modalities, say):
+        with lock:
+            events.append(("prepare", modalities, clock.monotonic()))
+        clock.sleep(2.0)
+        with lock:
+            events.append(("prepared", modalities, clock.monotonic()))
+
+    def spy(run, spec_, timeout, on_event):
+        with lock:
+            events.append(("start", run.entry.label, clock.monotonic()))
+        return real(run, spec_, timeout, on_event)
+
+    monkeypatch.setattr(runner_module, "feature_tables_to_prepare", lambda spec_, runs: ("text", "image"))
+    monkeypatch.setattr(runner_module, "_prepare_features", prepare)
+    monkeypatch.setattr(runner_module, "_run_child", spy)
+    run_leaderboard(spec, echo=lambda *_: None, status=_RecordingStatus())
+    times = {(kind, what): t for kind, what, t in events}
+    prepared = times[("prepared", ("text", "image"))]
+    assert times[("start", "Pop")] < prepared  # a run without content goes beside the feature building
+    assert times[("start", "VBPR (text+image)")] > prepared  # a content run waits for the tables
+
+
+def test_which_feature_tables_a_parallel_board_prepares(tmp_path):
+    runs = [SimpleNamespace(modalities=()), SimpleNamespace(modalities=("image",)),
+            SimpleNamespace(modalities=("image", "text"))]
+    plain = LeaderboardSpec(dataset="ml-100k-mm", seeds=[1], models=[ModelEntry("MMSASRec", "MM")])
+    assert runner_module.feature_tables_to_prepare(plain, runs) == ("text", "image")
+    assert runner_module.feature_tables_to_prepare(plain, runs[:2]) == ("image",)
+    assert runner_module.feature_tables_to_prepare(plain, runs[:1]) == ()
+    own_files = LeaderboardSpec(dataset="ml-100k-mm", seeds=[1], settings={"mm_feature_files": {"text": "t.npz"}},
+                                models=[ModelEntry("MMSASRec", "MM")])
+    own_template = LeaderboardSpec(dataset="ml-100k-mm", seeds=[1],
+                                   models=[ModelEntry("MMSASRec", "MM", {"text_template": "{movie_title}"})])
+    # rows that find their tables another way build them themselves, as a one-job board does
+    assert runner_module.feature_tables_to_prepare(own_files, runs) == ()
+    assert runner_module.feature_tables_to_prepare(own_template, runs) == ()
+
+
+def test_jobs_must_be_a_positive_integer(tmp_path):
+    path = tmp_path / "board.yaml"
+    path.write_text("dataset: ml-100k\njobs: 0\nmodels: [BPR]\n")
+    with pytest.raises(ConfigError, match=r"jobs must be an integer >= 1 \(runs at a time\), got 0"):
+        load_spec(str(path))
 
 
 def test_baseline_is_chosen_by_validation_not_test():

@@ -9,28 +9,30 @@ from mmrecbole import progress
 
 
 @pytest.mark.parametrize("cur_step,stopping_step", [(0, 2), (1, 2), (2, 2), (0, 10), (3, 5)])
-def test_epochs_left_matches_recbole_early_stopping_when_nothing_improves(cur_step, stopping_step):
+def test_patience_left_matches_recbole_early_stopping_when_nothing_improves(cur_step, stopping_step):
     best, step, epochs_run = 1.0, cur_step, 0
     while True:  # every later validation scores worse: the longest run RecBole's rule allows
         best, step, stop, _ = early_stopping(0.5, best, step, stopping_step, bigger=True)
         epochs_run += 1
         if stop:
             break
-    assert progress.epochs_left_at_most(5, 1000, cur_step, stopping_step, eval_step=1) == epochs_run
-    assert progress.epochs_left_at_most(5, 1000, cur_step, stopping_step, eval_step=3) == 3 * epochs_run
+    assert progress.epochs_left(5, 1000, cur_step, stopping_step, eval_step=1)["patience"] == epochs_run
+    assert progress.epochs_left(5, 1000, cur_step, stopping_step, eval_step=3)["patience"] == 3 * epochs_run
 
 
-def test_epochs_left_is_capped_by_the_budget():
-    assert progress.epochs_left_at_most(7, 10, 0, 10, 1) == 2
-    assert progress.epochs_left_at_most(9, 10, 0, 10, 1) == 0
+def test_budget_left():
+    assert progress.epochs_left(7, 10, 0, 10, 1)["budget"] == 2
+    assert progress.epochs_left(9, 10, 0, 10, 1)["budget"] == 0
 
 
-def test_describe_an_epoch():
+def test_describe_an_epoch_says_which_bound_it_gives():
     event = {"kind": "epoch", "model": "BPR", "epoch": 4, "start_epoch": 0, "score": 0.12034, "metric": "ndcg@10",
-             "best": 0.121, "best_epoch": 3, "seconds": 40.0, "epochs_left_at_most": 9}
-    assert progress.describe(event) == ("epoch 4: valid ndcg@10 0.1203 (best 0.1210 at 3), 8.0 s/epoch, at most "
-                                        "72 s left")
-    assert progress.describe({**event, "epochs_left_at_most": 90}).endswith("at most 12.0 min left")
+             "best": 0.121, "best_epoch": 3, "seconds": 40.0, "epochs_left": {"budget": 95, "patience": 9}}
+    # patience is no bound on the time left (a better epoch resets it): said as what it is
+    assert progress.describe(event) == ("epoch 4: valid ndcg@10 0.1203 (best 0.1210 at 3), 8.0 s/epoch, stops "
+                                        "within 72 s unless validation improves")
+    event["epochs_left"] = {"budget": 90, "patience": 100}
+    assert progress.describe(event).endswith(", 8.0 s/epoch, at most 12.0 min left")  # the budget is a bound
 
 
 def test_listeners_get_events_only_while_listening():

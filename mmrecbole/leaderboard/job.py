@@ -1,6 +1,7 @@
 """One leaderboard run in a child process: reads a JSON request on stdin, prints `RESULT {json}` on stdout.
 
-Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir"}. The result is quick_start.run's dict plus
+Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir", "concurrent_runs",
+"threads"}. The result is quick_start.run's dict plus
 the process's peak resident memory and the code version it ran (provenance.code_version, read before the run).
 While it runs, every progress event (mmrecbole.progress: epochs, the log file's path) goes to stdout as a
 `PROGRESS {json}` line, and the run's log file gets RecBole's full INFO log as it goes.
@@ -19,6 +20,10 @@ def main() -> int:
 
     from mmrecbole import progress
 
+    if request.get("threads"):  # several runs at a time: each gets its share of the cores
+        import torch
+
+        torch.set_num_threads(int(request["threads"]))
     version = code_version()  # the code this process imports (read before a long run, not after it)
 
     def forward(event):
@@ -36,6 +41,7 @@ def main() -> int:
     # ru_maxrss is in KiB on Linux.
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["code_version"] = version
+    result["concurrent_runs"] = int(request.get("concurrent_runs") or 1)  # timings of a shared machine when > 1
     print("RESULT " + json.dumps(result))
     return 0
 

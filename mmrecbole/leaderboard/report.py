@@ -42,6 +42,16 @@ def _p(value):
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+def timing_note(records):
+    """A line for boards whose runs shared the machine (leaderboard `jobs` > 1), else None."""
+    shared = [r for r in records if int(r.get("concurrent_runs") or 1) > 1]
+    if not shared:
+        return None
+    most = max(int(r["concurrent_runs"]) for r in shared)
+    return (f"Timing: {len(shared)} of {len(records)} runs ran up to {most} at a time on this machine, sharing its "
+            "cores (the board's `jobs`): their train and test seconds are longer than a run alone would take.")
+
+
 def run_commits(records) -> str:
     """'a1b2c3d (26 runs), 9f8e7d6 (13 runs)': the commits the cached runs were trained at, most runs first."""
     counts = {}
@@ -178,9 +188,10 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         "",
         cost_table,
         "",
+    ] + ([env["timing"], ""] if env.get("timing") else []) + [
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()
                                     if k not in ("commit", "code_version", "machine", "run_commits",
-                                                 "provenance")) + ".",
+                                                 "provenance", "timing")) + ".",
         f"Report written at commit {env['commit']} (code version {env.get('code_version', 'not recorded')}); "
         f"machine: {env['machine']}.",
         "",
@@ -255,7 +266,7 @@ def write_report(spec, records, failures) -> dict:
              for label, runs in groups.items() if baseline and label != baseline}
     env = environment()
     origin = provenance.summarize(records, env["commit"], env["code_version"])
-    env.update(run_commits=run_commits(records), provenance=origin["line"])
+    env.update(run_commits=run_commits(records), provenance=origin["line"], timing=timing_note(records))
     paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
     text = markdown(spec, summaries, tests, baseline, env, failures)
     write_text_atomically(paths["md"], text)

@@ -19,9 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from mmrecbole import registry
 from mmrecbole.config import Config
+from mmrecbole.data.build import ensure_dataset_files
 from mmrecbole.errors import UserError
 from mmrecbole import provenance
 from mmrecbole.runs import RunCache, config_hash, make_record
@@ -37,10 +39,14 @@ class PlannedRun:
         if pipeline is not None:  # e.g. LGBMStacker: checks and hashes its own settings (and its base models')
             planned = pipeline.plan(spec.dataset, self.settings)
             self.uses_content, self.hash = planned.uses_content, planned.config_hash
+            self.modalities = ()  # a pipeline runs after the model rows, whose feature tables exist by then
+            self.config = None
         else:
             config = Config(entry.name, spec.dataset, config_dict=self.settings)  # fails fast on bad settings
             self.uses_content = contract.reads_item_content(config)
             self.hash = config_hash(config)
+            self.modalities = tuple(config["modalities"]) if self.uses_content else ()
+            self.config = config
         self.code_version = provenance.code_version()
         self.cache = run_cache(spec)
         self.path = self.cache.path(entry.name, spec.dataset, seed, self.hash)
@@ -67,12 +73,18 @@ def run_cache(spec: LeaderboardSpec) -> RunCache:
     return RunCache(os.path.join(spec.cache_dir, "runs"))
 
 
+def threads_per_run(jobs: int) -> int | None:
+    """Torch threads of each child when `jobs` run at a time (None: torch's own choice, for one at a time)."""
+    return None if jobs <= 1 else max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
     """Run one (row, seed) in a child process; `on_event(event)` gets its progress events as they come.
     Returns (result, None) or (None, error line)."""
     request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
                "checkpoint_dir": _checkpoint_dir(spec), "run_cache_dir": run_cache(spec).folder,
-               "log_dir": os.path.join(spec.cache_dir, "logs")}
+               "log_dir": os.path.join(spec.cache_dir, "logs"), "concurrent_runs": spec.jobs,
+               "threads": threads_per_run(spec.jobs)}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mmrecbole.leaderboard.job"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -118,6 +130,35 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
     return result, None
 
 
+def feature_tables_to_prepare(spec: LeaderboardSpec, runs) -> tuple:
+    """The modalities a parallel board builds once, beside its first runs, before any content run starts: those its
+    content rows read, when every row finds its feature tables the default way (no row or board setting names
+    feature files or feature settings; then the rows build them themselves, as a board of one job at a time does)."""
+    from mmrecbole.features import FEATURE_DEFAULTS
+
+    feature_keys = set(FEATURE_DEFAULTS) | {"mm_feature_files", "data_path"}
+    settings = [spec.settings] + [entry.settings for entry in spec.models]
+    if any(feature_keys & set(s) for s in settings):
+        return ()
+    from mmrecbole.features import MODALITIES
+
+    wanted = {m for run in runs for m in run.modalities}
+    return tuple(m for m in MODALITIES if m in wanted)
+
+
+def _prepare_features(spec: LeaderboardSpec, modalities, say) -> None:
+    """`python -m mmrecbole.features extract` for the board's dataset (reused while up to date)."""
+    for modality in modalities:
+        proc = subprocess.run([sys.executable, "-m", "mmrecbole.features", "extract", f"--dataset={spec.dataset}",
+                               f"--modality={modality}"], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        if proc.returncode != 0:
+            error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            say(f"[features] {modality} failed (exit {proc.returncode}): {error}; its rows will say why")
+            return
+        say(f"[features] {lines[-1] if lines else modality + ': ready'}")
+
+
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False,
                     status=None) -> dict:
     """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
@@ -132,30 +173,40 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
     runs = plan(spec)
     if status is None:
         status = StatusLine() if echo is print else None
-    say = echo if status is None else (lambda text: (status.clear(), echo(text)))
+    lock = threading.Lock()  # children of a parallel board report from their reader threads
+
+    def say(text):
+        with lock:
+            if status is not None:
+                status.clear()
+            echo(text)
+
     commit = provenance.code_commit()  # stamped on each new run, with the code version (part of the run's key)
-    records, failures = [], []
+    done, failures, pending = {}, [], []
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
         cached = None if force else run.cached()
         if cached is not None:
             say(f"{tag}: cached ({os.path.relpath(run.path)})")
-            records.append(cached)
-            continue
-        if report_only:
+            done[index] = cached
+        elif report_only:
             failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
-            continue
+        else:
+            pending.append((index, tag, run))
+
+    def execute(index, tag, run):
         say(f"{tag}: running {run.entry.name} ...")
 
-        def on_event(event, tag=tag, name=run.entry.name):
+        def on_event(event):
             if status is not None and event.get("kind") in ("epoch", "step"):
-                status.show(f"{tag}: {event.get('model', name)} {describe(event)}")
+                with lock:
+                    status.show(f"{tag}: {event.get('model', run.entry.name)} {describe(event)}")
 
         result, error = _run_child(run, spec, timeout, on_event)
         if error:
             say(f"{tag}: {error}")
             failures.append(error)
-            continue
+            return
         # The child reports the code version it ran; it differs from the planned one only when the code changed while
         # this leaderboard ran: the run is then stored (and reported) under the version that computed it.
         version = result.pop("code_version", None) or run.code_version
@@ -165,10 +216,49 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         record = make_record(result, label=run.entry.label, config_hash=run.hash, settings=run.entry.settings,
                              uses_content=run.uses_content, code_version=version, commit=commit)
         run.cache.put(record)
-        records.append(record)
+        done[index] = record
         test = record["test"]
         say(f"{tag}: test {spec.significance_metric}={test.get(spec.significance_metric, float('nan')):.4f} "
             f"(train {record['train_seconds']:.0f} s)")
+
+    if spec.jobs <= 1:
+        for item in pending:
+            execute(*item)
+    else:
+        # A pipeline row (the stacker) reuses its base models' runs from the cache: it starts once every model row
+        # has finished, so it never trains a base model that another child is training at the same time. Feature
+        # tables are built once, beside the first runs, and content runs wait for them (two children never build
+        # the same table).
+        models = [item for item in pending if registry.get_pipeline(item[2].entry.name) is None]
+        pipelines = [item for item in pending if registry.get_pipeline(item[2].entry.name) is not None]
+        tables_ready = threading.Event()
+        modalities = feature_tables_to_prepare(spec, [item[2] for item in models])
+        configs = [item[2].config for item in models if item[2].config is not None]
+        if configs:  # built here once (e.g. ml-100k-mm), not by two children at the same time
+            ensure_dataset_files(configs[0])
+
+        def prepare():
+            try:
+                _prepare_features(spec, modalities, say)
+            finally:
+                tables_ready.set()
+
+        def execute_when_ready(index, tag, run):
+            if run.uses_content:
+                tables_ready.wait()
+            execute(index, tag, run)
+
+        if not modalities:
+            tables_ready.set()
+        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+            futures = ([pool.submit(prepare)] if modalities else []) + [
+                pool.submit(execute_when_ready, *item) for item in models]
+            for future in futures:
+                future.result()
+        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+            for future in [pool.submit(execute, *item) for item in pipelines]:
+                future.result()
+    records = [done[index] for index in sorted(done)]
     if not records:
         raise UserError("no leaderboard run finished: " + "; ".join(failures))
     report = write_report(spec, records, failures)

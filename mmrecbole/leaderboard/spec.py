@@ -13,6 +13,8 @@
     output_dir: leaderboards/<name>    # reports; default leaderboards/<dataset>
     cache_dir: leaderboards/<dataset>  # runs/, checkpoints/, logs/: shared by every leaderboard of the dataset, so
                                        # a row with the same label, settings and seed is reused across files
+    jobs: 1                            # runs at a time; > 1 shares the cores among them (cores // jobs torch
+                                       # threads each) and the board says its timings come from a shared machine
 
 Every row runs under the same protocol: the leaderboard adds its metrics (accuracy + beyond-accuracy) to every
 model's settings and refuses per-model changes to the split, candidates or metrics.
@@ -32,7 +34,7 @@ from mmrecbole.runs import PROTOCOL_KEYS
 LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniIndex", "AveragePopularity",
                        "TailPercentage"]
 _TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
-             "cache_dir"}
+             "cache_dir", "jobs"}
 
 
 @dataclass
@@ -52,6 +54,7 @@ class LeaderboardSpec:
     plot_metrics: list = field(default_factory=lambda: ["ndcg@10", "recall@20"])
     output_dir: str = ""
     cache_dir: str = ""
+    jobs: int = 1
     source: str = "command line"
 
     def __post_init__(self):
@@ -96,6 +99,9 @@ def _entry(item, source, index):
 def validate(spec: LeaderboardSpec) -> LeaderboardSpec:
     if not spec.models:
         raise ConfigError(f"leaderboard {spec.source} lists no models")
+    if isinstance(spec.jobs, bool) or not isinstance(spec.jobs, int) or spec.jobs < 1:
+        raise ConfigError(f"leaderboard {spec.source}: jobs must be an integer >= 1 (runs at a time), got "
+                          f"{spec.jobs!r}")
     labels = [m.label for m in spec.models]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -137,6 +143,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         plot_metrics=[str(m).lower() for m in data.get("plot_metrics", ["ndcg@10", "recall@20"])],
         output_dir=str(data.get("output_dir") or ""),
         cache_dir=str(data.get("cache_dir") or ""),
+        jobs=data.get("jobs", 1),
         source=path,
     )
     return validate(spec)

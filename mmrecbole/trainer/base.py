@@ -58,9 +58,8 @@ class TrainingMixin:
         progress.report("epoch", model=self.config["model"], epoch=int(epoch), start_epoch=int(self.start_epoch),
                         score=float(score), metric=str(self.valid_metric), best=float(self.best_valid_score),
                         best_epoch=self.best_epoch, seconds=self.valid_history[-1][2],
-                        epochs_left_at_most=progress.epochs_left_at_most(
-                            int(epoch), int(self.epochs), int(self.cur_step), int(self.stopping_step),
-                            int(self.eval_step)))
+                        epochs_left=progress.epochs_left(int(epoch), int(self.epochs), int(self.cur_step),
+                                                         int(self.stopping_step), int(self.eval_step)))
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._begin_fit(train_data)
