@@ -531,5 +531,9 @@ def test_the_readme_gets_the_accuracy_table_and_a_link_to_the_full_board(board, 
     assert "Seeds: 1, 2" in section and "Baseline for Δ" in section
     assert "[full board](leaderboards/plantedmm/leaderboard.md)" in section
     assert "Coverage@10" not in section and "zsplit" not in section  # in the full board only
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table[0] == ("| Model | content | Recall@20 | NDCG@10 | ΔNDCG@10 vs baseline | p users (t / Wilcoxon) | "
+                        "p seeds |") and table[1] == "|---|---|---|---|---|---|---|"
+    assert len(table) == 2 + 3 and all(line.count(" | ") == 6 for line in table[2:])  # Pop, BPR, VBPR
     assert section.strip().splitlines()[-1].startswith(provenance.SUMMARY_STARTS)
     assert not report.update_readme(str(readme), "other", outcome["report"]["markdown"], "CMD", str(board_md))

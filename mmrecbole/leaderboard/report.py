@@ -277,16 +277,31 @@ def write_report(spec, records, failures) -> dict:
             "provenance": origin}
 
 
+#: Columns of the README's accuracy table (the full board has every metric).
+README_COLUMNS = ("Model", "content", "Recall@20", "NDCG@10", "ΔNDCG@10 vs baseline", "p users (t / Wilcoxon)",
+                  "p seeds")
+
+
+def _table_columns(table: str, keep) -> str:
+    """The markdown `table` with only the columns whose header is in `keep` (in the table's order)."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.strip().splitlines()]
+    chosen = [i for i, name in enumerate(rows[0]) if name in keep]
+    lines = ["| " + " | ".join(row[i] for i in chosen) + " |" for row in rows]
+    lines[1] = "|" + "---|" * len(chosen)  # the header separator
+    return "\n".join(lines)
+
+
 def readme_section(markdown_text: str, board_link: str) -> str:
-    """The README's short form of a board: its seeds/protocol and baseline paragraphs, the accuracy table and the
-    provenance line; the rest (beyond-accuracy and cost table, the Wilcoxon variant, environment) stays in the full
-    board, linked."""
+    """The README's short form of a board: its seeds/protocol and baseline paragraphs, the accuracy table's main
+    columns (README_COLUMNS) and the provenance line; the rest (every metric, beyond-accuracy and cost, the Wilcoxon
+    variant, environment) stays in the full board, linked."""
     paragraphs = markdown_text.strip().split("\n\n")
     keep = [p for p in paragraphs if p.startswith(("Seeds:", "Baseline for"))]
     accuracy = paragraphs.index("## Accuracy (test)")
     provenance_line = next((p for p in paragraphs if p.startswith(provenance.SUMMARY_STARTS)), None)
-    parts = keep + ["#### Accuracy (test)", paragraphs[accuracy + 1],
-                    f"Beyond-accuracy metrics, cost, environment and the Wilcoxon variant: [full board]({board_link})."]
+    parts = keep + ["#### Accuracy (test)", _table_columns(paragraphs[accuracy + 1], README_COLUMNS),
+                    f"Every metric, beyond-accuracy and cost, environment and the Wilcoxon variant: "
+                    f"[full board]({board_link})."]
     return "\n\n".join(parts + ([provenance_line] if provenance_line else [])) + "\n"
 
 
