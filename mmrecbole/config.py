@@ -160,8 +160,9 @@ _NESTED_KEYS = {
 
 
 def closest(name: str, candidates) -> str | None:
-    lowered = {c.lower(): c for c in candidates}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    """The candidate most like `name` (case-insensitive), or None when nothing is close (for "did you mean")."""
+    lowered = {str(c).lower(): c for c in candidates}
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[match[0]] if match else None
 
 

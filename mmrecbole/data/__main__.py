@@ -57,7 +57,7 @@ def _known_options(parser: argparse.ArgumentParser) -> list:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    from mmrecbole.data.import_tables import closest
+    from mmrecbole.config import closest
 
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)

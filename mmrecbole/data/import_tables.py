@@ -5,7 +5,6 @@ not counted, so "row 1" is the first record) and saying how to fix it. Cells bec
 writer wants them (``clean_cell``: tabs/newlines -> one space, ``"`` -> ``'``); ids read from CSV stay text ('007'
 stays '007'), ids that a JSON or Parquet file stores as numbers are written without a spurious '.0'.
 """
-import difflib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from mmrecbole.config import closest
 from mmrecbole.data.atomic_files import clean_cell
 from mmrecbole.errors import DatasetError
 
@@ -27,13 +27,6 @@ _SHOWN_COLUMNS = 20
 # (pandas gives a naive date that follows an offset one in the same column that offset, not UTC).
 _HAS_OFFSET = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(z|[+-]\d{2}(:?\d{2})?)$", re.IGNORECASE)
 _EPOCH = pd.Timestamp(0, tz="UTC")
-
-
-def closest(name: str, candidates: Sequence[str]) -> Optional[str]:
-    """The candidate most like ``name`` (case-insensitive), or None when nothing is close."""
-    lowered = {str(c).lower(): c for c in candidates}
-    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
-    return lowered[match[0]] if match else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -159,6 +159,44 @@ def _prepare_features(spec: LeaderboardSpec, modalities, say) -> None:
         say(f"[features] {lines[-1] if lines else modality + ': ready'}")
 
 
+def _run_in_parallel(spec: LeaderboardSpec, pending, execute, say) -> None:
+    """`execute(index, tag, run)` for every pending run, `spec.jobs` at a time.
+
+    A pipeline row (the stacker) reuses its base models' runs from the cache: it starts once every model row has
+    finished, so it never trains a base model that another child is training at the same time. The dataset is
+    built here and the feature tables once, beside the first runs; content runs wait for them (two children never
+    build the same file)."""
+    models = [item for item in pending if registry.get_pipeline(item[2].entry.name) is None]
+    pipelines = [item for item in pending if registry.get_pipeline(item[2].entry.name) is not None]
+    configs = [item[2].config for item in models if item[2].config is not None]
+    if configs:
+        ensure_dataset_files(configs[0])
+    modalities = feature_tables_to_prepare(spec, [item[2] for item in models])
+    tables_ready = threading.Event()
+    if not modalities:
+        tables_ready.set()
+
+    def prepare():
+        try:
+            _prepare_features(spec, modalities, say)
+        finally:
+            tables_ready.set()
+
+    def execute_when_ready(index, tag, run):
+        if run.uses_content:
+            tables_ready.wait()
+        execute(index, tag, run)
+
+    with ThreadPoolExecutor(max_workers=spec.jobs) as pool:  # prepare first: it holds a worker from the start
+        futures = ([pool.submit(prepare)] if modalities else []) + [
+            pool.submit(execute_when_ready, *item) for item in models]
+        for future in futures:
+            future.result()
+    with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+        for future in [pool.submit(execute, *item) for item in pipelines]:
+            future.result()
+
+
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False,
                     status=None) -> dict:
     """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
@@ -225,39 +263,7 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         for item in pending:
             execute(*item)
     else:
-        # A pipeline row (the stacker) reuses its base models' runs from the cache: it starts once every model row
-        # has finished, so it never trains a base model that another child is training at the same time. Feature
-        # tables are built once, beside the first runs, and content runs wait for them (two children never build
-        # the same table).
-        models = [item for item in pending if registry.get_pipeline(item[2].entry.name) is None]
-        pipelines = [item for item in pending if registry.get_pipeline(item[2].entry.name) is not None]
-        tables_ready = threading.Event()
-        modalities = feature_tables_to_prepare(spec, [item[2] for item in models])
-        configs = [item[2].config for item in models if item[2].config is not None]
-        if configs:  # built here once (e.g. ml-100k-mm), not by two children at the same time
-            ensure_dataset_files(configs[0])
-
-        def prepare():
-            try:
-                _prepare_features(spec, modalities, say)
-            finally:
-                tables_ready.set()
-
-        def execute_when_ready(index, tag, run):
-            if run.uses_content:
-                tables_ready.wait()
-            execute(index, tag, run)
-
-        if not modalities:
-            tables_ready.set()
-        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
-            futures = ([pool.submit(prepare)] if modalities else []) + [
-                pool.submit(execute_when_ready, *item) for item in models]
-            for future in futures:
-                future.result()
-        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
-            for future in [pool.submit(execute, *item) for item in pipelines]:
-                future.result()
+        _run_in_parallel(spec, pending, execute, say)
     records = [done[index] for index in sorted(done)]
     if not records:
         raise UserError("no leaderboard run finished: " + "; ".join(failures))
