@@ -1,8 +1,8 @@
 """One leaderboard run in a child process: reads a JSON request on stdin, prints `RESULT {json}` on stdout.
 
 Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir", "concurrent_runs",
-"threads"}. The result is quick_start.run's dict plus
-the process's peak resident memory and the code version it ran (provenance.code_version, read before the run).
+"threads"}. The result is quick_start.run's dict plus the process's peak resident memory, the code version it ran
+(provenance.code_version, read before the run) and how many runs shared the machine.
 While it runs, every progress event (mmrecbole.progress: epochs, the log file's path) goes to stdout as a
 `PROGRESS {json}` line, and the run's log file gets RecBole's full INFO log as it goes.
 """
@@ -10,15 +10,13 @@ import json
 import resource
 import sys
 
-from mmrecbole.errors import UserError
+from mmrecbole.errors import run_command
 
 
-def main() -> int:
-    request = json.loads(sys.stdin.read())
+def run_request(request: dict) -> int:
+    from mmrecbole import progress
     from mmrecbole.provenance import code_version
     from mmrecbole.quick_start import run
-
-    from mmrecbole import progress
 
     if request.get("threads"):  # several runs at a time: each gets its share of the cores
         import torch
@@ -31,19 +29,22 @@ def main() -> int:
 
     settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"],
                 "run_cache_dir": request["run_cache_dir"], "state": "INFO"}
-    try:
-        with progress.listening(forward):
-            result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
-                         console_log=False)
-    except UserError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    with progress.listening(forward):
+        result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
+                     console_log=False)
     # ru_maxrss is in KiB on Linux.
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["code_version"] = version
     result["concurrent_runs"] = int(request.get("concurrent_runs") or 1)  # timings of a shared machine when > 1
     print("RESULT " + json.dumps(result))
     return 0
+
+
+def main() -> int:
+    """A bad setting is one `error: ...` line on stderr and exit code 2, as on every command line of ours (the
+    parent shows that line)."""
+    request = json.loads(sys.stdin.read())
+    return run_command(lambda: run_request(request), [])
 
 
 if __name__ == "__main__":
