@@ -116,6 +116,20 @@ def _plain(value):
     return str(value)
 
 
+_RESERVED_PATHS: set = set()
+
+
+def unique_path(path: str) -> str:
+    """`<stem>-p<pid>.pth` (then -2, -3...): a name no other process, and no earlier call in this one, uses."""
+    stem, ext = os.path.splitext(str(path))
+    candidate, number = f"{stem}-p{os.getpid()}{ext}", 1
+    while candidate in _RESERVED_PATHS or os.path.exists(candidate):
+        number += 1
+        candidate = f"{stem}-p{os.getpid()}-{number}{ext}"
+    _RESERVED_PATHS.add(candidate)
+    return candidate
+
+
 def atomic_torch_save(obj, path: str) -> None:
     write_atomically(path, lambda handle: torch.save(obj, handle))
 
@@ -178,17 +192,25 @@ class Checkpoint:
                 f"checkpoint {self.path} was trained on dataset '{self.dataset}', not '{dataset}'"
             )
         saved = self.meta.get("dataset_fingerprint")
+        if saved is not None and not isinstance(saved, dict):
+            raise CheckpointError(f"checkpoint {self.path} is damaged: its dataset_fingerprint is not a mapping")
         if fingerprint is not None and saved is not None and saved != fingerprint:
             raise CheckpointError(
-                f"checkpoint {self.path} was trained on '{self.dataset}' with {saved['n_users']} users and "
-                f"{saved['n_items']} items (ids {saved['item_ids_sha1']}); the dataset built now has "
+                f"checkpoint {self.path} was trained on '{self.dataset}' with {saved.get('n_users')} users and "
+                f"{saved.get('n_items')} items (ids {saved.get('item_ids_sha1')}); the dataset built now has "
                 f"{fingerprint['n_users']} users and {fingerprint['n_items']} items (ids "
                 f"{fingerprint['item_ids_sha1']}): its files or filtering changed, so the embeddings' rows no "
                 "longer match; retrain"
             )
 
     def restore_into(self, model, device="cpu") -> None:
-        result = model.load_state_dict(self.state_dict, strict=False)
+        try:
+            result = model.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape: "size mismatch for item_embedding.weight: ..."
+            detail = " ".join(str(exc).split())
+            raise CheckpointError(f"checkpoint {self.path} does not fit this {type(model).__name__}: "
+                                  f"{detail[detail.find('size mismatch'):][:200] or detail[:200]} (was it trained "
+                                  "with other model settings?)") from None
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"checkpoint {self.path} does not fit this {type(model).__name__}: missing "
@@ -198,29 +220,49 @@ class Checkpoint:
         model.load_other_parameter(decode_other_parameters(self.other_parameter, device))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:160] if text else type(exc).__name__)
+
+
 def read(path, map_location="cpu") -> Checkpoint:
     path = str(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted copy? copy it again or retrain")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is truncated or not ours
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt (not a torch zip "
+                              "archive); use a .pth file written by mmrecbole, or retrain")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled Python objects, not only tensors and plain values "
-            f"(a RecBole or foreign checkpoint?) [{str(exc).splitlines()[0][:160]}]"
+            f"(a RecBole or foreign checkpoint?) [{_first_line(exc)}]"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or corrupt ({str(exc).splitlines()[0][:160]})"
+            f"cannot read checkpoint {path}: the file is truncated or corrupt ({_first_line(exc)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a mmrecbole checkpoint (expected format {FORMAT})")
-    return Checkpoint(
-        path=path,
-        meta=json.loads(payload["meta_json"]),
-        config=json.loads(payload["config_json"]),
-        training=json.loads(payload["training_json"]),
-        state_dict=payload["state_dict"],
-        other_parameter=payload["other_parameter"],
-        optimizer_state=payload.get("optimizer"),
-    )
+    fields = {}
+    for key, name in (("meta_json", "meta"), ("config_json", "config"), ("training_json", "training")):
+        try:
+            fields[name] = json.loads(payload[key])
+        except KeyError:
+            raise CheckpointError(f"checkpoint {path} is damaged: it has no {key!r} entry; retrain") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} is damaged: {key} is not valid JSON ({_first_line(exc)}); "
+                                  "retrain") from None
+        if not isinstance(fields[name], dict):
+            raise CheckpointError(f"checkpoint {path} is damaged: {key} is not a JSON object; retrain")
+    for key in ("model", "dataset"):
+        if not isinstance(fields["meta"].get(key), str):
+            raise CheckpointError(f"checkpoint {path} is damaged: its metadata names no {key}; retrain")
+    for key in ("state_dict", "other_parameter"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"checkpoint {path} is damaged: it has no {key!r} mapping; retrain")
+    return Checkpoint(path=path, state_dict=payload["state_dict"], other_parameter=payload["other_parameter"],
+                      optimizer_state=payload.get("optimizer"), **fields)

@@ -146,7 +146,7 @@ def _leaderboard(args, overrides, argv) -> int:
     from mmrecbole.leaderboard.report import update_readme
 
     if args.leaderboard:
-        if args.model or args.seeds or overrides:
+        if args.model or args.seeds is not None or overrides:
             raise ConfigError("--leaderboard takes its models, seeds and settings from the file; drop --model, "
                               "--seeds and --key=value flags")
         spec = load_spec(args.leaderboard)
@@ -156,7 +156,7 @@ def _leaderboard(args, overrides, argv) -> int:
         if not args.dataset:
             raise ConfigError("no dataset given: pass --dataset=NAME")
         models = [m.strip() for m in args.model.split(",") if m.strip()]
-        spec = quick_spec(models, args.dataset, args.seeds or 1, overrides)
+        spec = quick_spec(models, args.dataset, 1 if args.seeds is None else args.seeds, overrides)
     outcome = run_leaderboard(spec, force=args.force, report_only=args.report_only)
     report = outcome["report"]
     print()
@@ -191,6 +191,8 @@ def _main(argv) -> int:
         build_parser(with_models=True).print_help()
         return 0
     args, overrides, texts = parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (the number of seeds of a quick leaderboard), got {args.seeds}")
     from mmrecbole import quick_start
 
     if args.checkpoint:
@@ -201,7 +203,7 @@ def _main(argv) -> int:
         result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
         print(_report_checkpoint(result))
         return 0
-    if args.leaderboard or (args.model and ("," in args.model or args.seeds)):
+    if args.leaderboard or (args.model and ("," in args.model or args.seeds is not None)):
         return _leaderboard(args, overrides, argv)
     if not args.model:
         raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")

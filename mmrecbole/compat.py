@@ -29,6 +29,10 @@ RECBOLE_TOUCHPOINTS = {
                                      "is_sequential, set_batch_size; the trainer masks `history_index`",
     "mmrecbole/data/cold_start.py": "Dataset.build (pandas inter_feat, remapped ids, before the split), Dataset.copy",
     "mmrecbole/data/windows.py": "Interaction; SequentialDataset's ITEM_SEQ / ITEM_SEQ_LEN fields",
+    "mmrecbole/data/checked_dataset.py": "Dataset._load_feat(filepath, source) reading config['encoding'], "
+                                         "_get_load_and_unload_col, _reset_index, feat_name_list",
+    "mmrecbole/trainer/tensorboard.py": "recbole.trainer.trainer's module-level get_tensorboard, called in "
+                                        "Trainer.__init__",
     "mmrecbole/trainer/base.py": "Trainer: fit's callback after early_stopping (cur_step), _train_epoch, "
                                  "_save_checkpoint, resume_checkpoint, evaluate, _full_sort_batch_eval, "
                                  "_generate_train_loss_output, _add_train_loss_to_tensorboard, evaluator, "

@@ -159,6 +159,44 @@ _NESTED_KEYS = {
 }
 
 
+#: Numeric settings and their allowed range (low, low included, high, high included; None = unbounded). RecBole takes
+#: any number for these and then fails deep in torch (a negative learning rate), trains nothing without a word
+#: (epochs 0) or builds empty tensors (embedding_size 0). Any key with "dropout" in its name is a probability in [0, 1).
+NUMERIC_RANGES = {
+    "learning_rate": (0, False, None, False),
+    "weight_decay": (0, True, None, False),
+    "epochs": (1, True, None, False),
+    "train_batch_size": (1, True, None, False),
+    "eval_batch_size": (1, True, None, False),
+    "embedding_size": (1, True, None, False),
+    "hidden_size": (1, True, None, False),
+    "inner_size": (1, True, None, False),
+    "n_layers": (1, True, None, False),
+    "n_heads": (1, True, None, False),
+    "num_layers": (1, True, None, False),
+    "stopping_step": (1, True, None, False),
+    "eval_step": (1, True, None, False),
+    "MAX_ITEM_LIST_LENGTH": (1, True, None, False),
+    "window_context": (0, True, None, False),
+    "cold_start_item_ratio": (0, True, 1, False),
+    "edge_prune_ratio": (0, True, 1, False),
+}
+_PROBABILITY = (0, True, 1, False)
+
+
+def range_violation(key: str, value):
+    """'must be > 0' (the bound the value breaks) for a numeric setting out of its range, else None."""
+    bounds = NUMERIC_RANGES.get(key) or (_PROBABILITY if "dropout" in key else None)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, low_in, high, high_in = bounds
+    if low is not None and (value < low or (value == low and not low_in)):
+        return f"must be {'>=' if low_in else '>'} {low}"
+    if high is not None and (value > high or (value == high and not high_in)):
+        return f"must be {'<=' if high_in else '<'} {high}"
+    return None
+
+
 def closest(name: str, candidates) -> str | None:
     """The candidate most like `name` (case-insensitive), or None when nothing is close (for "did you mean")."""
     lowered = {str(c).lower(): c for c in candidates}
@@ -222,6 +260,8 @@ class Config(compat.RecBoleConfigAdapter):
             if isinstance(self.internal_config_dict.get(key), str) and not isinstance(final.get(key), (str, type(None))):
                 final[key] = self.external_config_dict[key] = text
         self._check_types(final)
+        self._check_ranges()
+        self.warnings = self._device_warnings()
         if "data_path" not in self.external_config_dict and not os.path.isabs(final["data_path"]):
             # Our default data_path (properties/overall.yaml) means the project's dataset/ folder, wherever the
             # command runs from; a user's relative path means relative to the working directory, as in RecBole.
@@ -289,6 +329,28 @@ class Config(compat.RecBoleConfigAdapter):
                     f"config key '{key}' in {describe_source(self.source_of(key), key)} must be {expected} "
                     f"(default {default!r}), got {value!r}"
                 )
+
+    def _device_warnings(self) -> list:
+        """A GPU asked for (use_gpu / gpu_id set by the user) on a machine without CUDA: RecBole runs on the CPU
+        without a word; we say so (quick_start logs these once logging is set up)."""
+        import torch
+
+        asked = [k for k in ("use_gpu", "gpu_id") if k in self.external_config_dict
+                 and self.external_config_dict[k] not in (False, None, "")]
+        if not asked or torch.cuda.is_available():
+            return []
+        where = ", ".join(f"{k} ({describe_source(self.source_of(k), k)})" for k in asked)
+        return [f"{where} asks for a GPU, but torch sees no CUDA device: running on the CPU"]
+
+    def _check_ranges(self):
+        for key, value in self.external_config_dict.items():
+            values = value if key == "topk" and isinstance(value, list) else [value]
+            for item in values:
+                broken = "must be >= 1" if key == "topk" and isinstance(item, int) and item < 1 else \
+                    range_violation(key, item)
+                if broken:
+                    raise ConfigError(f"config key '{key}' in {describe_source(self.source_of(key), key)} {broken}, "
+                                      f"got {item!r}")
 
     def _check_valid_metric(self, final):
         """valid_metric must be one of the computed metrics at one of the computed cut-offs (RecBole fails with a

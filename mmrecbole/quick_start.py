@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mmrecbole import checkpoint, compat, registry
 from mmrecbole.config import Config
+from mmrecbole.errors import UserError
 from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
@@ -24,6 +26,15 @@ logger = logging.getLogger(__name__)
 
 def _metrics(result) -> dict:
     return {k: float(v) for k, v in (result or {}).items()}
+
+
+@contextmanager
+def log_named_in_errors(log_file: str):
+    """A UserError raised inside names the run's log file, which keeps the run's settings and output up to it."""
+    try:
+        yield
+    except UserError as exc:
+        raise type(exc)(f"{' '.join(str(exc).split())} (log: {os.path.relpath(log_file)})") from exc
 
 
 def build(config: Config):
@@ -58,15 +69,17 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     progress.report("log", model=config["model"], path=os.path.abspath(log_file))
     logger.info(config)
-    data, train, valid, test, model_obj = build(config)
-    logger.info(data)
-    logger.info(model_obj)
-    trainer = make_trainer(config, model_obj)
-    bars = config["show_progress"] if show_progress is None else show_progress
-
-    fit_start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
-    train_seconds = time.perf_counter() - fit_start
+    for warning in config.warnings:
+        logger.warning(warning)
+    with log_named_in_errors(log_file):
+        data, train, valid, test, model_obj = build(config)
+        logger.info(data)
+        logger.info(model_obj)
+        trainer = make_trainer(config, model_obj)
+        bars = config["show_progress"] if show_progress is None else show_progress
+        fit_start = time.perf_counter()
+        best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
+        train_seconds = time.perf_counter() - fit_start
     history, best_epoch = trainer.valid_history, trainer.best_epoch
     start = time.perf_counter()
     test_result = trainer.evaluate(test, load_best_model=saved, show_progress=bars)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 from typing import Optional
 
 from mmrecbole import provenance
 from mmrecbole.data.fileio import write_text_atomically
+
+logger = logging.getLogger(__name__)
 
 #: Keys a single leaderboard row may not change: they define the protocol shared by all rows.
 PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_items", "repeatable", "load_col",
@@ -108,8 +111,15 @@ class RunCache:
         path = self.path(model, dataset, seed, config_hash)
         if not os.path.isfile(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:  # truncated by a full disk or a copy cut short
+            logger.warning(f"run cache {path} is unreadable ({' '.join(str(exc).split())[:120]}): that run is "
+                           "re-run and the file replaced")
+            return None
         identity = (record.get("model"), record.get("dataset"), record.get("seed"), record.get("config_hash"),
                     record.get("code_version"))
         if identity != (model, dataset, seed, config_hash, provenance.code_version()):

@@ -19,6 +19,19 @@ def _work_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
 
 
+@pytest.fixture(autouse=True)
+def _close_run_log_handlers():
+    """A run's console handler writes to the stderr it was created with: in pytest, the capture of that test. Close
+    it afterwards, so that a later test that logs without starting a run does not write to a closed capture."""
+    yield
+    import logging
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_mmrecbole_handler", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
 @pytest.fixture(scope="session")
 def ring_data_path(tmp_path_factory):
     """data_path of the planted ring dataset 'planted' (see tests/planted.py)."""

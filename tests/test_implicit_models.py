@@ -334,13 +334,12 @@ def test_item_knn_scores_are_implicits_recommend_scores(ring_data_path, similari
     ("ImplicitItemKNN", {"knn_similarity": "jaccard"}, ["knn_similarity", "cosine, bm25, tfidf", "jaccard"]),
     ("ImplicitALS", {"confidence": "clicks"}, ["confidence", "count, rating"]),
     ("ImplicitALS", {"factors": 0}, ["factors", ">= 1"]),
-    ("ImplicitBPR", {"learning_rate": 0.0}, ["learning_rate", "> 0.0"]),
+    ("ImplicitBPR", {"learning_rate": 0.0}, ["learning_rate", "> 0"]),  # refused by Config's NUMERIC_RANGES
     ("ImplicitItemKNN", {"bm25_B": 1.5}, ["bm25_B", "<= 1.0"]),
 ])
 def test_bad_settings_name_the_key_and_the_bound(ring_data_path, model, overrides, words):
-    config = Config(model, "planted", config_dict=settings(ring_data_path, **overrides))
     with pytest.raises(ConfigError) as err:
-        build(config)
+        build(Config(model, "planted", config_dict=settings(ring_data_path, **overrides)))
     assert all(word in str(err.value) for word in words), str(err.value)
 
 

@@ -246,7 +246,7 @@ def test_multitask_terms_are_named_in_the_epoch_log(planted_mm, caplog):
     ({"modalities": ["audio"]}, "modalities must be a list"),
     ({"loss_weights": {"rec": 1.0, "contrast": 0.1}}, "unknown terms"),
     ({"loss_weights": {"rec": 0.0}}, "loss_weights.rec must be > 0"),
-    ({"modality_dropout": 1.5}, "modality_dropout must be a number in"),
+    ({"modality_dropout": 1.5}, "'modality_dropout' in config_dict must be < 1, got 1.5"),  # config.NUMERIC_RANGES
 ])
 def test_bad_model_settings_name_the_key(planted_mm, bad, message):
     data_path, files, _ = planted_mm

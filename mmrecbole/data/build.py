@@ -11,6 +11,7 @@ import os
 
 from mmrecbole import compat
 from mmrecbole.data import DATASET_BUILDERS, prepare_dataset
+from mmrecbole.data.checked_dataset import CheckedAtomicFilesMixin
 from mmrecbole.data.cold_start import ColdStartItemsMixin
 from mmrecbole.data.eval_loader import ScoreBoundedFullSortEvalDataLoader, score_bounded, sequential_seen_items
 from mmrecbole.data.windows import SequenceWindowLoader
@@ -47,6 +48,7 @@ def create_dataset(config):
 
 
 def dataset_class_with_options(config, base: type) -> type:
+    base = type(f"Checked{base.__name__}", (CheckedAtomicFilesMixin, base), {"__module__": __name__})
     if config["eval_args"]["order"] == "TO":
         base = type(f"TrueTime{base.__name__}", (compat.TrueTimeOrderMixin, base), {"__module__": __name__})
     if float(config["cold_start_item_ratio"] or 0.0) > 0.0:
@@ -57,12 +59,57 @@ def dataset_class_with_options(config, base: type) -> type:
     return base
 
 
+def _interactions_per_user(dataset) -> dict:
+    from collections import Counter
+
+    return Counter(list(dataset.inter_feat[dataset.uid_field]))
+
+
+def _has_validation(split) -> bool:
+    """Whether eval_args' split makes a validation part (LS: test_only and an RS ratio of 0 do not)."""
+    if not isinstance(split, dict):
+        return True
+    ratios = split.get("RS")
+    return split.get("LS") != "test_only" and not (isinstance(ratios, list) and len(ratios) > 1 and not ratios[1])
+
+
+def check_splits(config, per_user: dict, built) -> None:
+    """DatasetError when a split is empty (RecBole trains on nothing, or reports an empty metric table, exit 0)."""
+    for part, split in zip(("training", "validation", "test"), built):
+        if len(split) > 0 or (part == "validation" and not _has_validation(config["eval_args"]["split"])):
+            continue
+        most = max(per_user.values()) if per_user else 0
+        sequential = config["MODEL_TYPE"].name == "SEQUENTIAL"
+        raise DatasetError(
+            f"dataset '{config['dataset']}': the {part} split is empty ({len(per_user)} users with at most {most} "
+            f"interaction{'' if most == 1 else 's'} each, eval_args split {config['eval_args']['split']}): leave-one-out needs "
+            f"{4 if sequential else 3} interactions per user (one to validate, one to test, "
+            f"{'two' if sequential else 'one'} to train on); add data or keep such users only "
+            f"(user_inter_num_interval: \"[{4 if sequential else 3},inf)\")"
+        )
+
+
+def check_topk(config, dataset) -> None:
+    """ConfigError when a top-k cut-off exceeds the catalogue (RecBole's evaluator fails with 'selected index k
+    out of range' after the first epoch)."""
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    items = int(dataset.item_num) - 1  # id 0 is RecBole's padding
+    too_big = [k for k in topk if int(k) > items]
+    if too_big:
+        raise ConfigError(f"topk {topk}: {too_big} exceed the {items} items of dataset '{config['dataset']}'; use "
+                          f"cut-offs of at most {items}, e.g. --topk=[{min(5, items)}] "
+                          f"--valid_metric={str(config['valid_metric']).split('@')[0]}@{min(5, items)}")
+
+
 def build_dataloaders(config, dataset):
     """(train, valid, test) dataloaders: RecBole's `data_preparation` minus its dataloader pickle cache."""
     from recbole.data.utils import KGSampler, create_samplers, get_dataloader
     from recbole.utils import ModelType
 
+    per_user = _interactions_per_user(dataset)  # before build(): a sequential build leaves inter_feat empty
     built = dataset.build()
+    check_splits(config, per_user, built)
+    check_topk(config, dataset)
     train_set, valid_set, test_set = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:

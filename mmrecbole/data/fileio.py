@@ -6,6 +6,7 @@ cannot turn into a copy.
 """
 import hashlib
 import os
+import re
 import tempfile
 from typing import BinaryIO, Callable
 
@@ -23,11 +24,47 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+# `.<name>.<pid>-<random>.tmp`: the writer's process id says whether a temp file is still being written.
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str) -> list:
+    """Delete the temp files of writes whose process died (killed mid-save: nothing else removes them); returns
+    their paths. Temp files of live processes are left alone."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+            except OSError:
+                pass
+    return removed
+
+
 def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, then move it into place."""
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then move it into place. Stale temp files that killed
+    writers left in that folder are removed first."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    remove_stale_temp_files(directory)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=".tmp",
+                                    dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)

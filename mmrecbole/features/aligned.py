@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from mmrecbole.errors import ConfigError
+from mmrecbole.errors import ConfigError, FeatureError
 from mmrecbole.features.store import MODALITIES, load_or_build_features
 from mmrecbole.features.table import FeatureTable
 
@@ -26,6 +26,7 @@ def aligned_features(config, dataset, modality):
     files = config["mm_feature_files"] or {}
     if modality in files:
         table = FeatureTable.load(files[modality])
+        check_named_table(table, config, dataset, modality)
     else:
         table = load_or_build_features(config["dataset"], modality, config)
     matrix, mask = table.align(dataset)
@@ -34,6 +35,30 @@ def aligned_features(config, dataset, modality):
     if covered == 0:
         raise ConfigError(f"no item of dataset '{config['dataset']}' has {modality} features ({table.source})")
     return matrix, mask
+
+
+def check_named_table(table: FeatureTable, config, dataset, modality: str) -> None:
+    """A table named in mm_feature_files must be of this dataset (its provenance), of this text template, and hold a
+    row for every item: an overlapping id range of another dataset would otherwise align silently."""
+    where = f"mm_feature_files {modality}: {table.source}"
+    provenance = table.provenance or {}
+    built_for = provenance.get("dataset")
+    if built_for is not None and built_for != config["dataset"]:
+        raise FeatureError(f"{where} was built for dataset '{built_for}', not '{config['dataset']}'; build this "
+                           f"dataset's table (python -m mmrecbole.features extract --dataset={config['dataset']}) "
+                           "or fix mm_feature_files")
+    if provenance.get("modality") not in (None, modality):
+        raise FeatureError(f"{where} holds {provenance['modality']} features, not {modality}")
+    template = (provenance.get("recipe") or {}).get("template")
+    if modality == "text" and template is not None and template != config["text_template"]:
+        raise FeatureError(f"{where} was built with text_template {template!r}, but this run's text_template is "
+                           f"{config['text_template']!r}; rebuild the table or set text_template to match")
+    ids = set(str(i) for i in table.ids)
+    items = [str(t) for t in dataset.field2id_token[dataset.iid_field][1:]]
+    missing = [t for t in items if t not in ids]
+    if missing:
+        raise FeatureError(f"{where} has no row for {len(missing)} of the dataset's {len(items)} items (e.g. "
+                           f"{missing[:3]}): built for other data? rebuild it for this dataset")
 
 
 def checked_modalities(modalities) -> list:

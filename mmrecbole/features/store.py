@@ -260,7 +260,8 @@ def materialize(job: FeatureJob, force: bool = False) -> Tuple[FeatureTable, str
         if stored is not None and status == "up to date":
             logger.debug("reusing %s", job.path)
             return stored, "reused (up to date)"
-    logger.info("building %s features of %s (%s) -> %s", job.modality, job.dataset_name, status, job.path)
+    log = logger.warning if status.startswith("unreadable") else logger.info  # a damaged file: say so
+    log("building %s features of %s (%s) -> %s", job.modality, job.dataset_name, status, job.path)
     table = job.run()
     table.save(job.path)
     return table, f"built ({status})"

@@ -11,6 +11,8 @@ not meaning.
 """
 import io
 import json
+import zipfile
+import zlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -138,8 +140,11 @@ class FeatureTable:
             raise
         except FileNotFoundError:
             raise FeatureError(f"feature table not found: {path}; build it with `python -m mmrecbole.features extract`")
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            raise FeatureError(f"feature table {path} is unreadable ({exc}); rebuild it with --force") from exc
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            # a truncated or 0-byte .npz (a copy cut short, a disk full): BadZipFile / EOFError from numpy
+            detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise FeatureError(f"feature table {path} is unreadable ({detail}): truncated or not a feature table; "
+                               "rebuild it (python -m mmrecbole.features extract --force)") from None
         return cls(ids, matrix, mask, provenance, source=path)
 
     # ----- alignment to a RecBole dataset -----------------------------------------------------------------------

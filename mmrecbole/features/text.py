@@ -184,8 +184,12 @@ class TextEncoder:
             with _quiet_transformers():
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
                 model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise FeatureError(f"cannot load text encoder from {self.model_dir} (text_encoder_path): {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, SafetensorError (truncated weights),
+            # UnpicklingError (a pickled .bin refused by weights-only loading)...: all mean "this folder does not load"
+            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise FeatureError(f"cannot load text encoder from {self.model_dir} (text_encoder_path): "
+                               f"{type(exc).__name__}: {detail}; re-copy the folder, or point text_encoder_path "
+                               "at a complete Hugging Face model folder") from exc
         model.eval().to(self.device)
         if self.device.startswith("cuda"):
             model.half()

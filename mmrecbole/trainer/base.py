@@ -17,8 +17,12 @@ import torch
 from recbole.trainer import Trainer
 
 from mmrecbole import checkpoint, compat
+from mmrecbole.data.fileio import remove_stale_temp_files
 from mmrecbole import contract, progress
 from mmrecbole.trainer.evaluation import per_user_topk_metrics
+from mmrecbole.trainer.tensorboard import use_lazy_tensorboard
+
+use_lazy_tensorboard()
 
 
 class TrainingMixin:
@@ -38,6 +42,10 @@ class TrainingMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # RecBole names checkpoints <model>-<local time to the second>.pth: two runs started in one second (a
+        # leaderboard's parallel jobs) wrote the same file. The process id and a per-process count make it unique.
+        self.saved_model_file = checkpoint.unique_path(self.saved_model_file)
+        remove_stale_temp_files(self.checkpoint_dir)  # left by a run killed mid-save
         collector = self.eval_collector
         collector.get_data_struct = lambda: compat.collected_struct(collector)
         self.valid_history, self.best_epoch = [], None
