@@ -43,6 +43,7 @@ def refused(capsys, argv, expected, main=cli.main):
     assert "Traceback" not in err
     assert expected in lines[-1], lines[-1]
     assert not os.path.isdir("saved") or not os.listdir("saved"), "a refused run wrote a checkpoint"
+    assert not any(files for _, _, files in os.walk("log_tensorboard")), "a refused run wrote a TensorBoard file"
     return lines[-1]
 
 
