@@ -171,7 +171,7 @@ NUMERIC_RANGES = {
     "embedding_size": (1, True, None, False),
     "hidden_size": (1, True, None, False),
     "inner_size": (1, True, None, False),
-    "n_layers": (1, True, None, False),
+    "n_layers": (0, True, None, False),  # LightGCN with 0 layers is matrix factorisation, a known ablation
     "n_heads": (1, True, None, False),
     "num_layers": (1, True, None, False),
     "stopping_step": (1, True, None, False),

@@ -345,3 +345,11 @@ def test_a_truncated_run_cache_file_is_rerun_not_a_traceback(tmp_path, caplog):
         handle.truncate()
     assert cache.get("Pop", "d", 1, "abc") is None
     assert f"run cache {path} is unreadable" in caplog.text and "re-run" in caplog.text
+
+
+def test_zero_lightgcn_layers_is_a_valid_setting_not_a_refusal(ring_data_path, capsys):
+    # n_layers 0 is LightGCN's matrix-factorisation ablation: the range check must allow it (num_layers of a GRU not)
+    refused(capsys, ["--model=MMGRU4Rec", "--dataset=planted", f"--data_path={ring_data_path}", "--modalities=[]",
+                     "--window_context=5", *_flags_with(["--num_layers=0"])], "'num_layers' in command-line flag")
+    assert cli.main(["--model=LightGCN", "--dataset=planted", f"--data_path={ring_data_path}", *FLAGS, "--n_layers=0",
+                     "--no_save"]) == 0
