@@ -63,6 +63,13 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
                         help="leaderboards: run nothing, report the cached runs (missing ones are listed)")
     parser.add_argument("--readme", action="store_true",
                         help="leaderboards: also refresh the README's generated leaderboard section")
+    parser.add_argument("--tune", action="store_true",
+                        help="tune --model on --dataset over properties/search/<Model>.yaml (Optuna, validation only, "
+                             "pruned, resumable) and write the chosen settings as a property file")
+    parser.add_argument("--trials", type=int, metavar="N", help="with --tune: finished trials the study should hold")
+    parser.add_argument("--storage", metavar="URL",
+                        help="with --tune: Optuna storage (default sqlite under <checkpoint_dir>/tuning/; an RDB URL "
+                             "lets several processes share one study)")
     parser.add_argument("--no_save", action="store_true",
                         help="do not write checkpoints (test then uses the last epoch, not the best)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -181,6 +188,34 @@ def _leaderboard(args, overrides, argv) -> int:
     return 0
 
 
+def _tune(args, overrides, texts) -> int:
+    from mmrecbole.tuning import tune, write_best
+
+    if not args.tune:
+        raise ConfigError("--trials and --storage go with --tune")
+    if not args.model or "," in args.model or not args.dataset:
+        raise ConfigError("--tune needs one --model=NAME and a --dataset=NAME")
+    if args.trials is None:
+        raise ConfigError("--tune needs --trials=N (finished trials the study should hold)")
+
+    def on_trial(event):
+        value = "" if event["value"] is None else f"{event['value']:.4f}"
+        best = "" if event["best"] is None else f", best {event['best']:.4f}"
+        print(f"[trial {event['done']}/{event['of']}] #{event['number']} {event['state']} {value}{best}  "
+              f"{event['params']}", flush=True)
+
+    result = tune(args.model, args.dataset, args.trials, args.config_files, overrides, texts, storage=args.storage,
+                  on_trial=on_trial)
+    path = write_best(result, os.path.join(result.output_dir, f"{result.dataset}-{result.model}.yaml"))
+    print(f"\n== {result.model} on {result.dataset}: best validation {result.valid_metric} {result.best_value:.4f} "
+          f"of {result.trials_complete} complete trials ({result.trials_pruned} pruned), search "
+          f"{result.search_seconds:.0f} s")
+    print(f"chosen: {result.best_params}")
+    print(f"written: {os.path.relpath(path)} (use: --config_files {os.path.relpath(path)}); study "
+          f"{result.study_name} in {result.storage}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     return run_command(lambda: _main(argv), argv)
@@ -203,6 +238,8 @@ def _main(argv) -> int:
         result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
         print(_report_checkpoint(result))
         return 0
+    if args.tune or args.trials is not None or args.storage:
+        return _tune(args, overrides, texts)
     if args.leaderboard or (args.model and ("," in args.model or args.seeds is not None)):
         return _leaderboard(args, overrides, argv)
     if not args.model:

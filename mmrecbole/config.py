@@ -162,26 +162,19 @@ _NESTED_KEYS = {
 #: Numeric settings and their allowed range (low, low included, high, high included; None = unbounded). RecBole takes
 #: any number for these and then fails deep in torch (a negative learning rate), trains nothing without a word
 #: (epochs 0) or builds empty tensors (embedding_size 0). Any key with "dropout" in its name is a probability in [0, 1).
-NUMERIC_RANGES = {
-    "learning_rate": (0, False, None, False),
-    "weight_decay": (0, True, None, False),
-    "epochs": (1, True, None, False),
-    "train_batch_size": (1, True, None, False),
-    "eval_batch_size": (1, True, None, False),
-    "embedding_size": (1, True, None, False),
-    "hidden_size": (1, True, None, False),
-    "inner_size": (1, True, None, False),
-    "n_layers": (0, True, None, False),  # LightGCN with 0 layers is matrix factorisation, a known ablation
-    "n_heads": (1, True, None, False),
-    "num_layers": (1, True, None, False),
-    "stopping_step": (1, True, None, False),
-    "eval_step": (1, True, None, False),
-    "MAX_ITEM_LIST_LENGTH": (1, True, None, False),
-    "window_context": (0, True, None, False),
-    "cold_start_item_ratio": (0, True, 1, False),
-    "edge_prune_ratio": (0, True, 1, False),
-}
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_ONE = (0, False, None, False), (0, True, None, False), (1, True, None, False)
 _PROBABILITY = (0, True, 1, False)
+NUMERIC_RANGES = {
+    "learning_rate": _POSITIVE,
+    "weight_decay": _NON_NEGATIVE,
+    "n_layers": _NON_NEGATIVE,  # LightGCN with 0 layers is matrix factorisation, a known ablation
+    "window_context": _NON_NEGATIVE,
+    "cold_start_item_ratio": _PROBABILITY,
+    "edge_prune_ratio": _PROBABILITY,
+    **{key: _AT_LEAST_ONE for key in ("epochs", "train_batch_size", "eval_batch_size", "embedding_size", "hidden_size",
+                                      "inner_size", "n_heads", "num_layers", "stopping_step", "eval_step",
+                                      "MAX_ITEM_LIST_LENGTH")},
+}
 
 
 def range_violation(key: str, value):

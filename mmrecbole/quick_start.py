@@ -111,6 +111,20 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     ).to_dict()
 
 
+def fit_on_validation(config: Config, on_validation=None, log_dir="log", console_log=False):
+    """Train `config` with early stopping on validation and never read the test split: (best validation score, the
+    validation metrics at it). No checkpoint is written. `on_validation(epoch, score)` runs after each validation
+    (a tuner reports to its pruner there, and may raise to stop the run)."""
+    ensure_dataset_files(config)
+    log_file = setup_logging(config, log_dir=log_dir, console=console_log)
+    logger.info(config)
+    with log_named_in_errors(log_file):
+        _, train, valid, _, model_obj = build(config)
+        trainer = make_trainer(config, model_obj)
+        score, result = trainer.fit(train, valid, saved=False, show_progress=False, callback_fn=on_validation)
+    return float(score), _metrics(result)
+
+
 @dataclass
 class LoadedRun:
     config: Config
