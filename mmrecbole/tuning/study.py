@@ -131,7 +131,7 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         # once the study holds `trials` finished ones, whoever ran them.
         stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,
                                                               optuna.trial.TrialState.PRUNED))
-        study.optimize(objective, n_trials=remaining, callbacks=[after_trial, stop], gc_after_trial=True)
+        study.optimize(objective, n_trials=remaining, callbacks=[after_trial, stop])
     complete, pruned = _finished(study)
     if complete == 0:
         raise ConfigError(f"study {name}: no trial completed ({pruned} pruned); raise --trials")
