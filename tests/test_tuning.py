@@ -138,3 +138,13 @@ def test_two_worker_processes_share_one_sqlite_study(ring_data_path, tmp_path, s
 
     (summary,) = optuna.get_all_study_summaries(storage)
     assert summary.n_trials == len(numbers)  # none lost
+
+
+def test_an_id_only_row_does_not_search_content_settings(ring_data_path, tmp_path):
+    events = []
+    settings = {k: v for k, v in SETTINGS.items() if k != "embedding_size"}  # a BPR setting, not MMSASRec's
+    tune("MMSASRec", "planted", 1, cmd_dict={**settings, "epochs": 1, "data_path": ring_data_path, "modalities": [],
+                                             "window_context": 5},
+         storage=f"sqlite:///{tmp_path / 'id.db'}", on_trial=events.append)
+    (event,) = events
+    assert set(event["params"]) == {"learning_rate", "n_layers", "hidden_dropout_prob", "attn_dropout_prob"}

@@ -16,6 +16,8 @@ from mmrecbole.errors import ConfigError
 
 SEARCH_DIR = os.path.join(PROPERTIES_DIR, "search")
 _SPEC_KEYS = frozenset({"low", "high", "log", "step", "choices"})
+#: Settings that act on item content only: a study of a row without modalities (ID-only MMSASRec) leaves them out.
+CONTENT_ONLY_KEYS = frozenset({"adapter_dropout", "modality_dropout"})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 from mmrecbole.errors import ConfigError
-from mmrecbole.tuning.space import load_search_space, suggest
+from mmrecbole.tuning.space import CONTENT_ONLY_KEYS, SEARCH_DIR, load_search_space, suggest
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,20 @@ def study_name_for(model: str, dataset: str, fixed: Dict[str, Any], space_file: 
     return f"{model}-{dataset}-{digest}"
 
 
+def _create_study(optuna, attempts: int = 6, **kwargs):
+    """optuna.create_study, retried: workers that start together on a new storage race to create its tables, and
+    the loser's insert fails (sqlalchemy IntegrityError / OperationalError); once the tables exist it loads."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(**kwargs)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def _finished(study) -> tuple:
     from optuna.trial import TrialState
 
@@ -78,8 +92,6 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials must be an integer >= 1, got {trials!r}")
-    from mmrecbole.tuning.space import SEARCH_DIR
-
     space_file = space_file or os.path.join(SEARCH_DIR, f"{model}.yaml")
     space = load_search_space(model, space_file)
     fixed = dict(cmd_dict or {})
@@ -88,6 +100,8 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         raise ConfigError(f"{', '.join('--' + k for k in clash)}: searched by {space_file} and fixed on the command "
                           "line; drop the flag (or the key from the search space)")
     base = Config(model, dataset, config_file_list, None, fixed, cmd_text)
+    if not (base["modalities"] if "modalities" in base.final_config_dict else True):
+        space = {k: v for k, v in space.items() if k not in CONTENT_ONLY_KEYS}  # an ID-only row: they do nothing
     clash = sorted(k for k in space if k in base.external_config_dict)
     if clash:
         raise ConfigError(f"{', '.join(clash)}: searched by {space_file} and set in --config_files; drop one")
@@ -95,8 +109,8 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
     storage = storage or default_storage(output_dir, base["dataset"])
     name = study_name_for(model, dataset, {"config_files": list(config_file_list or []), **fixed}, space_file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True,
+    study = _create_study(
+        optuna, study_name=name, storage=storage, load_if_exists=True,
         direction="maximize" if base["valid_metric_bigger"] else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
