@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import Any, Callable, Dict, Optional
 
 from mmrecbole.errors import ConfigError
 from mmrecbole.tuning.space import CONTENT_ONLY_KEYS, SEARCH_DIR, load_search_space, suggest
-
-logger = logging.getLogger(__name__)
 
 #: Pruning waits for this many finished trials, and within a trial for this many validations, before it judges.
 PRUNER_STARTUP_TRIALS = 3
@@ -84,7 +81,7 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
     """Run (or resume) the study of `model` on `dataset` until it holds `trials` finished trials.
 
     The settings from `config_file_list` / `cmd_dict` are fixed for every trial; a searched setting may not be fixed
-    too. `on_trial({'number', 'state', 'value', 'best', 'params', 'epochs'})` is called after each trial."""
+    too. `on_trial({'number', 'state', 'value', 'best', 'params', 'done', 'of'})` is called after each trial."""
     import optuna
 
     from mmrecbole.config import Config
@@ -100,7 +97,7 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         raise ConfigError(f"{', '.join('--' + k for k in clash)}: searched by {space_file} and fixed on the command "
                           "line; drop the flag (or the key from the search space)")
     base = Config(model, dataset, config_file_list, None, fixed, cmd_text)
-    if not (base["modalities"] if "modalities" in base.final_config_dict else True):
+    if "modalities" in base.final_config_dict and not base["modalities"]:
         space = {k: v for k, v in space.items() if k not in CONTENT_ONLY_KEYS}  # an ID-only row: they do nothing
     clash = sorted(k for k in space if k in base.external_config_dict)
     if clash:
@@ -119,24 +116,20 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
     def objective(trial):
         settings = suggest(trial, space)
         config = Config(model, dataset, config_file_list, settings, fixed, cmd_text)
-        epochs = []
 
-        def report(epoch, score):
-            epochs.append(epoch)
+        def report(epoch, score):  # the curve stays in the study: trial.intermediate_values
             trial.report(float(score), int(epoch))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        score, _ = fit_on_validation(config, on_validation=report, log_dir=log_dir)
-        trial.set_user_attr("epochs", list(epochs))
-        return score
+        return fit_on_validation(config, on_validation=report, log_dir=log_dir)[0]
 
     def after_trial(study_, trial):
         if on_trial is not None:
-            complete = [t for t in study_.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            complete, pruned = _finished(study_)
             on_trial({"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
                       "best": study_.best_value if complete else None, "params": trial.params,
-                      "done": sum(_finished(study_)), "of": trials})
+                      "done": complete + pruned, "of": trials})
 
     start = time.perf_counter()
     remaining = trials - sum(_finished(study))
