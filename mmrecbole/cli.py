@@ -66,9 +66,11 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--tune", action="store_true",
                         help="tune --model on --dataset over properties/search/<Model>.yaml (Optuna, validation only, "
                              "pruned, resumable) and write the chosen settings as a property file")
-    parser.add_argument("--trials", type=int, metavar="N", help="with --tune: finished trials the study should hold")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="with --tune: finished trials the study (each row's, on a quick leaderboard) should hold")
     parser.add_argument("--storage", metavar="URL",
-                        help="with --tune: Optuna storage (default sqlite under <checkpoint_dir>/tuning/; an RDB URL "
+                        help="with --tune or a leaderboard: Optuna storage (default sqlite under "
+                             "<checkpoint_dir>/tuning/, a board's under leaderboards/<dataset>/tuning/; an RDB URL "
                              "lets several processes share one study)")
     parser.add_argument("--no_save", action="store_true",
                         help="do not write checkpoints (test then uses the last epoch, not the best)")
@@ -156,14 +158,24 @@ def _leaderboard(args, overrides, argv) -> int:
         if args.model or args.seeds is not None or overrides:
             raise ConfigError("--leaderboard takes its models, seeds and settings from the file; drop --model, "
                               "--seeds and --key=value flags")
+        if args.tune or args.trials is not None:
+            raise ConfigError("--leaderboard takes its tuning from the file (tune: {trials: N}); drop --tune and "
+                              "--trials")
         spec = load_spec(args.leaderboard)
         if args.dataset and args.dataset != spec.dataset:
             raise ConfigError(f"--dataset={args.dataset} differs from the file's dataset {spec.dataset}")
     else:
         if not args.dataset:
             raise ConfigError("no dataset given: pass --dataset=NAME")
+        if args.trials is not None and not args.tune:
+            raise ConfigError("--trials goes with --tune")
+        if args.tune and args.trials is None:
+            raise ConfigError("--tune needs --trials=N (finished trials per row's study)")
         models = [m.strip() for m in args.model.split(",") if m.strip()]
-        spec = quick_spec(models, args.dataset, 1 if args.seeds is None else args.seeds, overrides)
+        spec = quick_spec(models, args.dataset, 1 if args.seeds is None else args.seeds, overrides,
+                          tune_trials=args.trials if args.tune else None)
+    if args.storage:
+        spec.storage = args.storage
     outcome = run_leaderboard(spec, force=args.force, report_only=args.report_only)
     report = outcome["report"]
     print()
@@ -238,10 +250,10 @@ def _main(argv) -> int:
         result = quick_start.evaluate_checkpoint(args.checkpoint, args.model, args.dataset)
         print(_report_checkpoint(result))
         return 0
-    if args.tune or args.trials is not None or args.storage:
-        return _tune(args, overrides, texts)
     if args.leaderboard or (args.model and ("," in args.model or args.seeds is not None)):
         return _leaderboard(args, overrides, argv)
+    if args.tune or args.trials is not None or args.storage:
+        return _tune(args, overrides, texts)
     if not args.model:
         raise ConfigError("no model given: pass --model=NAME (run with --help for the list)")
     if not args.dataset:

@@ -537,3 +537,14 @@ def test_the_readme_gets_the_accuracy_table_and_a_link_to_the_full_board(board, 
     assert len(table) == 2 + 3 and all(line.count(" | ") == 6 for line in table[2:])  # Pop, BPR, VBPR
     assert section.strip().splitlines()[-1].startswith(provenance.SUMMARY_STARTS)
     assert not report.update_readme(str(readme), "other", outcome["report"]["markdown"], "CMD", str(board_md))
+
+
+def test_every_committed_board_file_is_valid():
+    from mmrecbole import PROJECT_ROOT
+
+    folder = os.path.join(PROJECT_ROOT, "properties", "leaderboard")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".yaml"))
+    assert "ml-100k-mm-tuned-cf.yaml" in files
+    for name in files:
+        spec = load_spec(os.path.join(folder, name))
+        assert spec.models, name

@@ -123,21 +123,66 @@ WILCOXON_NOTE = (
     "them from the statistic; the three p-values can differ a lot.")
 
 
-def markdown(spec, summaries, tests, baseline, env, failures) -> str:
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def tuning_section(spec, tuning) -> list:
+    """The board's "Tuning" lines: how every tuned row was searched, then one table row per board row."""
+    if not tuning or not (tuning.get("studies") or tuning.get("untuned")):
+        return []
+    from mmrecbole.leaderboard.tuning import SAMPLER_SEED
+    from mmrecbole.tuning.study import PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_STEPS
+
+    studies, untuned = tuning.get("studies") or {}, tuning.get("untuned") or {}
+    trials = sorted({record["trials"] for record in studies.values()})
+    budget = f"{trials[0]} trials each" if len(trials) == 1 else "trials: " + ", ".join(map(str, trials))
+    rows = []
+    for entry in spec.models:
+        record = studies.get(entry.label)
+        if record is not None:
+            chosen = ", ".join(f"{k}={_value(v)}" for k, v in sorted(record["best_params"].items()))
+            rows.append([entry.label, f"{record['trials']} ({record['trials_complete']} / {record['trials_pruned']})",
+                         f"{record['trials_seconds']:.0f}", f"{record['best_value']:.4f}", chosen])
+        elif entry.label in untuned:
+            rows.append([entry.label, "untuned", "–", "–", f"defaults ({untuned[entry.label]})"])
+        else:
+            rows.append([entry.label, "not tuned yet", "–", "–", "–"])
+    table = _table(["Model", "trials (complete / pruned)", "search s", "best valid", "chosen settings"], rows, {})
+    return ["## Tuning", "",
+            f"Tuned rows ({budget}): one Optuna study per row, TPE sampler (seed {SAMPLER_SEED}) over the model's "
+            "search space (properties/search/<Model>.yaml unless the row names one), every trial trained on the "
+            f"training split with the board's first seed ({spec.seeds[0]}) and scored on validation only "
+            f"(test never read); trials pruned on their per-epoch validation curve (median rule after "
+            f"{PRUNER_STARTUP_TRIALS} finished trials and {PRUNER_WARMUP_STEPS} validations). The chosen settings "
+            "then trained on every seed (the tables above). Untuned rows run their property-file defaults. "
+            "search s: summed trial durations.", "", table, ""]
+
+
+def markdown(spec, summaries, tests, baseline, env, failures, tuning=None) -> str:
     """The board's text. `env`: environment() plus "provenance", the sentence of provenance.summarize on the
-    board's runs (a warning about unrecorded runs when missing)."""
+    board's runs (a warning about unrecorded runs when missing). `tuning`: {"studies": {label: study record},
+    "untuned": {label: why}} on a board with tuned rows."""
     metrics = list(next(iter(summaries.values()))["test"])
     accuracy = [m for m in metrics if m.split("@")[0] in ACCURACY]
     beyond = [m for m in metrics if m.split("@")[0] in BEYOND and m.endswith("@10")]
     sig = spec.significance_metric
     labels = list(summaries)
 
-    header = ["Model", "content"] + [_name(m) for m in accuracy] + [f"Δ{_name(sig)} vs baseline",
-                                                                  "p users (t / Wilcoxon)", "p seeds"]
+    tuned = tuning or {}
+    studies = tuned.get("studies") or {}
+    with_tuning = bool(studies or tuned.get("untuned"))
+    header = ["Model", "content"] + (["tuned"] if with_tuning else []) + [_name(m) for m in accuracy] + [
+        f"Δ{_name(sig)} vs baseline", "p users (t / Wilcoxon)", "p seeds"]
+    first_metric = 3 if with_tuning else 2
     rows, bold = [], {}
     for label in labels:
         s = summaries[label]
         row = [label + (" (baseline)" if label == baseline else ""), "yes" if s["uses_content"] else "–"]
+        if with_tuning:
+            row.append(f"{studies[label]['trials']} trials" if label in studies else "untuned")
         row += [_fmt(*s["test"][m]) for m in accuracy]
         if baseline and label != baseline and sig in s["test"]:
             base = summaries[baseline]["test"][sig][0]
@@ -149,7 +194,7 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
             row += ["–", "–", "–"]
         rows.append(row)
     for i, m in enumerate(accuracy):
-        bold[2 + i] = ([summaries[label]["test"][m][0] for label in labels], True)
+        bold[first_metric + i] = ([summaries[label]["test"][m][0] for label in labels], True)
     accuracy_table = _table(header, rows, bold)
 
     header = ["Model"] + [f"{_name(m)} {'↑' if BEYOND[m.split('@')[0]] else '↓'}" for m in beyond] + [
@@ -188,7 +233,7 @@ def markdown(spec, summaries, tests, baseline, env, failures) -> str:
         "",
         cost_table,
         "",
-    ] + ([env["timing"], ""] if env.get("timing") else []) + [
+    ] + tuning_section(spec, tuning) + ([env["timing"], ""] if env.get("timing") else []) + [
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()
                                     if k not in ("commit", "code_version", "machine", "run_commits",
                                                  "provenance", "timing")) + ".",
@@ -258,7 +303,7 @@ def plot(spec, summaries, baseline, path) -> None:
     write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
 
 
-def write_report(spec, records, failures) -> dict:
+def write_report(spec, records, failures, tuning=None) -> dict:
     groups = stats.group_by_label(records, [m.label for m in spec.models])
     summaries = {label: stats.summarize(runs) for label, runs in groups.items()}
     baseline = stats.choose_baseline(summaries)
@@ -268,17 +313,17 @@ def write_report(spec, records, failures) -> dict:
     origin = provenance.summarize(records, env["commit"], env["code_version"])
     env.update(run_commits=run_commits(records), provenance=origin["line"], timing=timing_note(records))
     paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
-    text = markdown(spec, summaries, tests, baseline, env, failures)
+    text = markdown(spec, summaries, tests, baseline, env, failures, tuning)
     write_text_atomically(paths["md"], text)
     write_text_atomically(paths["csv"], csv_text(records))
     plot(spec, summaries, baseline, paths["png"])
     return {"paths": paths, "markdown": text, "summaries": summaries, "baseline": baseline, "tests": tests,
             "single_commit": origin["single_commit"], "publishable": origin["publishable"],
-            "provenance": origin}
+            "provenance": origin, "tuning": tuning}
 
 
 #: Columns of the README's accuracy table (the full board has every metric).
-README_COLUMNS = ("Model", "content", "Recall@20", "NDCG@10", "ΔNDCG@10 vs baseline", "p users (t / Wilcoxon)",
+README_COLUMNS = ("Model", "content", "tuned", "Recall@20", "NDCG@10", "ΔNDCG@10 vs baseline", "p users (t / Wilcoxon)",
                   "p seeds")
 
 

@@ -85,6 +85,12 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
                "checkpoint_dir": _checkpoint_dir(spec), "run_cache_dir": run_cache(spec).folder,
                "log_dir": os.path.join(spec.cache_dir, "logs"), "concurrent_runs": spec.jobs,
                "threads": threads_per_run(spec.jobs)}
+    return run_job(request, f"{run.entry.label} seed {run.seed}", timeout, on_event)
+
+
+def run_job(request: dict, what: str, timeout, on_event):
+    """Run one job request (mmrecbole.leaderboard.job) in a child process; `what` names it in errors.
+    Returns (result, None) or (None, error line)."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mmrecbole.leaderboard.job"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -121,10 +127,10 @@ def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
     wall = time.perf_counter() - start
     see_log = f" (log: {os.path.relpath(logs[0])})" if logs else ""
     if timed_out:
-        return None, f"{run.entry.label} seed {run.seed} timed out after {timeout:.0f} s{see_log}"
+        return None, f"{what} timed out after {timeout:.0f} s{see_log}"
     if proc.returncode != 0 or not results:
         error = next((line for line in reversed(stderr_tail) if line.strip()), "no output")
-        return None, f"{run.entry.label} seed {run.seed} failed (exit {proc.returncode}): {error}{see_log}"
+        return None, f"{what} failed (exit {proc.returncode}): {error}{see_log}"
     result = json.loads(results[-1])
     result["wall_seconds"] = wall
     return result, None
@@ -197,6 +203,67 @@ def _run_in_parallel(spec: LeaderboardSpec, pending, execute, say) -> None:
             future.result()
 
 
+def _tune_rows(spec: LeaderboardSpec, force, timeout, say, show, report_only, failures) -> dict:
+    """Each tuned row's study, cached or run now (`spec.jobs` at a time): {label: study record}. A row whose study
+    failed or (report_only) has not run yet is missing from the result and listed in `failures`."""
+    from mmrecbole.leaderboard import tuning
+
+    studies = tuning.plan_studies(spec)
+    found, pending = {}, []
+    for index, study in enumerate(studies, 1):
+        tag = f"[tune {index}/{len(studies)}] {study.entry.label}"
+        cached = None if force else study.cached()
+        if cached is not None:
+            say(f"{tag}: study cached ({cached['trials']} trials, best valid {cached['valid_metric']} "
+                f"{cached['best_value']:.4f}: {cached['best_params']})")
+            found[study.entry.label] = cached
+        elif report_only:
+            failures.append(f"{study.entry.label}: not tuned yet (its study has not finished)")
+        else:
+            pending.append((tag, study))
+    if not pending:
+        return found
+    commit = provenance.code_commit()
+    if spec.jobs > 1:  # children tuning at once never build the same dataset or feature file together
+        ensure_dataset_files(pending[0][1].config)
+        _prepare_features(spec, feature_tables_to_prepare(spec, [study for _, study in pending]), say)
+
+    def execute(tag, study):
+        say(f"{tag}: tuning {study.entry.name}, {study.request.trials} trials over {', '.join(study.searched)} ...")
+        trial = {"done": 0}
+
+        def on_event(event):
+            if event.get("kind") == "trial":
+                trial.update(event)
+                best = "" if event.get("best") is None else f", best {event['best']:.4f}"
+                value = "" if event.get("value") is None else f" {event['value']:.4f}"
+                say(f"{tag}: trial {event['done']}/{event['of']} {event['state']}{value}{best}")
+            elif event.get("kind") in ("epoch", "step"):
+                show(f"{tag}: trial {trial['done'] + 1}/{study.request.trials} {describe(event)}")
+
+        request = study.request_for_child(spec, fresh=force, threads=threads_per_run(spec.jobs))
+        result, error = run_job(request, f"{study.entry.label} (study)", timeout, on_event)
+        if error:
+            say(f"{tag}: {error}")
+            failures.append(f"{error}; its seeds were not run (a tuned row never falls back to its defaults)")
+            return
+        record = study.record(result, commit)
+        study.put(record)
+        found[study.entry.label] = record
+        say(f"{tag}: chose {record['best_params']} (valid {record['valid_metric']} {record['best_value']:.4f}, "
+            f"{record['trials_complete']} complete / {record['trials_pruned']} pruned, "
+            f"{record['trials_seconds']:.0f} s of trials)")
+
+    if spec.jobs <= 1:
+        for item in pending:
+            execute(*item)
+    else:
+        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+            for future in [pool.submit(execute, *item) for item in pending]:
+                future.result()
+    return found
+
+
 def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print, report_only=False,
                     status=None) -> dict:
     """Run what is missing, then write the report. Returns {"runs": [...], "failures": [...], "report": {...}}.
@@ -208,7 +275,8 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
     is still running in another process)."""
     from mmrecbole.leaderboard.report import write_report
 
-    runs = plan(spec)
+    from mmrecbole.leaderboard import tuning
+
     if status is None:
         status = StatusLine() if echo is print else None
     lock = threading.Lock()  # children of a parallel board report from their reader threads
@@ -219,8 +287,18 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
                 status.clear()
             echo(text)
 
+    def show(text):
+        if status is not None:
+            with lock:
+                status.show(text)
+
+    failures = []
+    studies = _tune_rows(spec, force, timeout, say, show, report_only, failures)
+    board = tuning.with_tuned_settings(spec, studies)
+    runs = plan(board) if board.models else []
+
     commit = provenance.code_commit()  # stamped on each new run, with the code version (part of the run's key)
-    done, failures, pending = {}, [], []
+    done, pending = {}, []
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
         cached = None if force else run.cached()
@@ -236,9 +314,8 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         say(f"{tag}: running {run.entry.name} ...")
 
         def on_event(event):
-            if status is not None and event.get("kind") in ("epoch", "step"):
-                with lock:
-                    status.show(f"{tag}: {event.get('model', run.entry.name)} {describe(event)}")
+            if event.get("kind") in ("epoch", "step"):
+                show(f"{tag}: {event.get('model', run.entry.name)} {describe(event)}")
 
         result, error = _run_child(run, spec, timeout, on_event)
         if error:
@@ -263,9 +340,10 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
         for item in pending:
             execute(*item)
     else:
-        _run_in_parallel(spec, pending, execute, say)
+        _run_in_parallel(board, pending, execute, say)
     records = [done[index] for index in sorted(done)]
     if not records:
         raise UserError("no leaderboard run finished: " + "; ".join(failures))
-    report = write_report(spec, records, failures)
+    report = write_report(spec, records, failures,
+                          tuning={"studies": studies, "untuned": tuning.untuned_rows(spec)})
     return {"runs": records, "failures": failures, "report": report}

@@ -15,6 +15,13 @@
                                        # a row with the same label, settings and seed is reused across files
     jobs: 1                            # runs at a time; > 1 shares the cores among them (cores // jobs torch
                                        # threads each) and the board says its timings come from a shared machine
+    tune: {trials: 20}                 # tune every row whose model has properties/search/<Model>.yaml with the
+                                       # same budget (Optuna, validation only) before its seeds run; a row may say
+                                       # tune: false (keeps its defaults) or tune: {trials: 20, search_space: FILE}
+
+A tuned row's study trains with the board's first seed; its chosen settings then train on every seed. Every tuned
+row gets the same number of trials (a board that gives rows different budgets is refused); rows without a search
+space keep their defaults and the board marks them untuned.
 
 Every row runs under the same protocol: the leaderboard adds its metrics (accuracy + beyond-accuracy) to every
 model's settings and refuses per-model changes to the split, candidates or metrics.
@@ -34,7 +41,16 @@ from mmrecbole.runs import PROTOCOL_KEYS
 LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniIndex", "AveragePopularity",
                        "TailPercentage"]
 _TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
-             "cache_dir", "jobs"}
+             "cache_dir", "jobs", "tune"}
+_TUNE_KEYS = {"trials", "search_space"}
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """A row's study: `trials` finished trials over `search_space` (default properties/search/<Model>.yaml)."""
+
+    trials: int
+    search_space: str = ""
 
 
 @dataclass
@@ -42,6 +58,8 @@ class ModelEntry:
     name: str
     label: str
     settings: dict = field(default_factory=dict)
+    #: None: the board's `tune` decides; False: keep the defaults; a TuneRequest: tune this row.
+    tune: object = None
 
 
 @dataclass
@@ -55,6 +73,8 @@ class LeaderboardSpec:
     output_dir: str = ""
     cache_dir: str = ""
     jobs: int = 1
+    tune: object = None  # a TuneRequest for every row with a search space, or None
+    storage: str = ""    # Optuna storage of the board's studies; default sqlite:///<cache_dir>/tuning/<dataset>.db
     source: str = "command line"
 
     def __post_init__(self):
@@ -63,11 +83,38 @@ class LeaderboardSpec:
         self.output_dir = os.path.join(PROJECT_ROOT, self.output_dir) if self.output_dir else default
         self.cache_dir = os.path.join(PROJECT_ROOT, self.cache_dir) if self.cache_dir else default
 
+    def tune_request(self, entry: ModelEntry):
+        """The TuneRequest of a row, or None when it keeps its defaults: its own `tune`, else the board's for a
+        model with a search space."""
+        if entry.tune is False:
+            return None
+        if isinstance(entry.tune, TuneRequest):
+            return entry.tune
+        if self.tune is not None and entry.name not in PIPELINES and os.path.isfile(_default_space(entry.name)):
+            return self.tune
+        return None
+
+    def untuned_reason(self, entry: ModelEntry) -> str:
+        """Why a row keeps its defaults (for the board's tuning table)."""
+        if entry.tune is False:
+            return "tune: false"
+        if entry.name in PIPELINES:
+            return "a pipeline over other rows' models (their defaults)"
+        if self.tune is not None:
+            return f"no search space ({os.path.relpath(_default_space(entry.name), PROJECT_ROOT)} absent)"
+        return "no tune on the board or row"
+
     def row_settings(self, entry: ModelEntry, seed: int) -> dict:
         """The config_dict of one run: shared settings, the row's own, the seed, and the leaderboard metrics."""
         shared = self.settings if entry.name in PIPELINES else settings_for(entry.name, self.settings)
         return {**shared, **entry.settings, "seed": seed, "metrics": list(LEADERBOARD_METRICS),
                 "show_progress": False}
+
+
+def _default_space(model: str) -> str:
+    from mmrecbole.tuning.space import SEARCH_DIR
+
+    return os.path.join(SEARCH_DIR, f"{model}.yaml")
 
 
 def _seeds(value, source):
@@ -82,18 +129,43 @@ def _seeds(value, source):
     raise ConfigError(f"seeds in {source} must be a count or a list of integers, got {value!r}")
 
 
+def _tune_request(value, where: str, allow_false: bool):
+    """`tune:` as written -> a TuneRequest, False (a row that opts out) or None (absent)."""
+    if value is None:
+        return None
+    if value is False and allow_false:
+        return False
+    if not isinstance(value, dict):
+        allowed = "{trials: N} or false" if allow_false else "{trials: N}"
+        raise ConfigError(f"{where} must be {allowed}, got {value!r}")
+    unknown = set(value) - _TUNE_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)} (known: {sorted(_TUNE_KEYS)})")
+    trials = value.get("trials")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"{where}.trials must be an integer >= 1 (finished trials per study), got {trials!r}")
+    space = value.get("search_space") or ""
+    if space:
+        space = space if os.path.isabs(str(space)) else os.path.join(PROJECT_ROOT, str(space))
+        if not os.path.isfile(space):
+            raise ConfigError(f"{where}.search_space: {space} not found")
+    return TuneRequest(trials, str(space))
+
+
 def _entry(item, source, index):
     if isinstance(item, str):
         return ModelEntry(item, item)
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"models[{index}] in {source} must be a name or a mapping with 'name', got {item!r}")
-    unknown = set(item) - {"name", "label", "settings"}
+    unknown = set(item) - {"name", "label", "settings", "tune"}
     if unknown:
-        raise ConfigError(f"models[{index}] in {source} has unknown keys {sorted(unknown)} (name, label, settings)")
+        raise ConfigError(f"models[{index}] in {source} has unknown keys {sorted(unknown)} (name, label, settings, "
+                          "tune)")
     settings = item.get("settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"models[{index}].settings in {source} must be a mapping")
-    return ModelEntry(str(item["name"]), str(item.get("label") or item["name"]), dict(settings))
+    return ModelEntry(str(item["name"]), str(item.get("label") or item["name"]), dict(settings),
+                      _tune_request(item.get("tune"), f"models[{index}].tune in {source}", allow_false=True))
 
 
 def validate(spec: LeaderboardSpec) -> LeaderboardSpec:
@@ -102,6 +174,25 @@ def validate(spec: LeaderboardSpec) -> LeaderboardSpec:
     if isinstance(spec.jobs, bool) or not isinstance(spec.jobs, int) or spec.jobs < 1:
         raise ConfigError(f"leaderboard {spec.source}: jobs must be an integer >= 1 (runs at a time), got "
                           f"{spec.jobs!r}")
+    if spec.tune is not None and spec.tune.search_space:
+        raise ConfigError(f"leaderboard {spec.source}: tune.search_space names one model's space; put it on that "
+                          "row's tune instead")
+    budgets = {}
+    for entry in spec.models:
+        if isinstance(entry.tune, TuneRequest) and entry.name in PIPELINES:
+            raise ConfigError(f"leaderboard {spec.source}: row {entry.label} ({entry.name}) is a pipeline over other "
+                              "rows' models and cannot be tuned itself; drop its tune")
+        if isinstance(entry.tune, TuneRequest) and not entry.tune.search_space \
+                and not os.path.isfile(_default_space(entry.name)):
+            raise ConfigError(f"leaderboard {spec.source}: row {entry.label} asks for tuning but {entry.name} has no "
+                              f"search space ({_default_space(entry.name)}); write one or give tune.search_space")
+        request = spec.tune_request(entry)
+        if request is not None:
+            budgets.setdefault(request.trials, []).append(entry.label)
+    if len(budgets) > 1:
+        listed = "; ".join(f"{n} trials: {', '.join(labels)}" for n, labels in sorted(budgets.items()))
+        raise ConfigError(f"leaderboard {spec.source}: tuned rows must share one budget (the same trials), got "
+                          f"{listed}")
     labels = [m.label for m in spec.models]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -144,12 +235,15 @@ def load_spec(path: str) -> LeaderboardSpec:
         output_dir=str(data.get("output_dir") or ""),
         cache_dir=str(data.get("cache_dir") or ""),
         jobs=data.get("jobs", 1),
+        tune=_tune_request(data.get("tune"), f"tune in {path}", allow_false=False),
         source=path,
     )
     return validate(spec)
 
 
-def quick_spec(models: list, dataset: str, seeds, settings: dict) -> LeaderboardSpec:
-    """`--model=A,B,C --dataset=D --seeds=3 [--key=value...]`: every row gets the same settings."""
+def quick_spec(models: list, dataset: str, seeds, settings: dict, tune_trials=None) -> LeaderboardSpec:
+    """`--model=A,B,C --dataset=D --seeds=3 [--tune --trials=N] [--key=value...]`: every row gets the same settings
+    (and, with tune_trials, the same tuning budget)."""
+    tune = None if tune_trials is None else _tune_request({"trials": tune_trials}, "--trials", allow_false=False)
     return validate(LeaderboardSpec(dataset=dataset, models=[ModelEntry(m, m) for m in models],
-                                    seeds=_seeds(seeds, "--seeds"), settings=dict(settings)))
+                                    seeds=_seeds(seeds, "--seeds"), settings=dict(settings), tune=tune))

@@ -35,7 +35,8 @@ class TuneResult:
     best_params: Dict[str, Any]
     trials_complete: int
     trials_pruned: int
-    search_seconds: float
+    search_seconds: float  # wall seconds of this call (0 when the study was already finished)
+    trials_seconds: float = 0.0  # summed durations of the study's finished trials, whichever call ran them
     fixed: Dict[str, Any] = field(default_factory=dict)
     output_dir: str = ""  # <checkpoint_dir>/tuning: where the default storage and the chosen settings go
 
@@ -75,13 +76,24 @@ def _finished(study) -> tuple:
     return states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
 
 
+def _trials_seconds(study) -> float:
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return float(sum(t.duration.total_seconds() for t in study.get_trials(deepcopy=False)
+                     if t.state in done and t.duration is not None))
+
+
 def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=None, cmd_text=None,
          storage: Optional[str] = None, space_file: Optional[str] = None, seed: int = 0,
-         on_trial: Optional[Callable[[dict], None]] = None, log_dir: str = "log") -> TuneResult:
+         on_trial: Optional[Callable[[dict], None]] = None, log_dir: str = "log",
+         study_key: Optional[Dict[str, Any]] = None, fresh: bool = False) -> TuneResult:
     """Run (or resume) the study of `model` on `dataset` until it holds `trials` finished trials.
 
     The settings from `config_file_list` / `cmd_dict` are fixed for every trial; a searched setting may not be fixed
-    too. `on_trial({'number', 'state', 'value', 'best', 'params', 'done', 'of'})` is called after each trial."""
+    too. `on_trial({'number', 'state', 'value', 'best', 'params', 'done', 'of'})` is called after each trial.
+    `study_key`: more values that name the study (a leaderboard passes its code version: a study of other code is
+    not resumed). `fresh`: delete the study of that name first and search again."""
     import optuna
 
     from mmrecbole.config import Config
@@ -104,8 +116,11 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         raise ConfigError(f"{', '.join(clash)}: searched by {space_file} and set in --config_files; drop one")
     output_dir = os.path.abspath(os.path.join(base["checkpoint_dir"], "tuning"))
     storage = storage or default_storage(output_dir, base["dataset"])
-    name = study_name_for(model, dataset, {"config_files": list(config_file_list or []), **fixed}, space_file)
+    name = study_name_for(model, dataset, {"config_files": list(config_file_list or []), **fixed,
+                                           **({"study_key": study_key} if study_key else {})}, space_file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if fresh and name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
     study = _create_study(
         optuna, study_name=name, storage=storage, load_if_exists=True,
         direction="maximize" if base["valid_metric_bigger"] else "minimize",
@@ -145,7 +160,8 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
     return TuneResult(model=model, dataset=dataset, study_name=name, storage=storage,
                       valid_metric=str(base["valid_metric"]).lower(), best_value=float(study.best_value),
                       best_params=dict(study.best_params), trials_complete=complete, trials_pruned=pruned,
-                      search_seconds=time.perf_counter() - start, fixed=fixed, output_dir=output_dir)
+                      search_seconds=time.perf_counter() - start, trials_seconds=_trials_seconds(study), fixed=fixed,
+                      output_dir=output_dir)
 
 
 def write_best(result: TuneResult, path: str) -> str:
