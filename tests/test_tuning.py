@@ -148,3 +148,17 @@ def test_an_id_only_row_does_not_search_content_settings(ring_data_path, tmp_pat
          storage=f"sqlite:///{tmp_path / 'id.db'}", on_trial=events.append)
     (event,) = events
     assert set(event["params"]) == {"learning_rate", "n_layers", "hidden_dropout_prob", "attn_dropout_prob"}
+
+
+def test_the_first_trial_is_the_untuned_setting(ring_data_path, tmp_path):
+    """Trial 0 trains the row's defaults (BPR's learning_rate 1e-3), so the chosen setting is never below them on
+    validation; a random draw from this continuous range would equal 1e-3 with probability 0."""
+    path = tmp_path / "BPR.yaml"
+    path.write_text("learning_rate: {low: 1.0e-5, high: 1.0e-1, log: true}\nembedding_size: {choices: [8, 16, 64]}\n")
+    events = []
+    settings = {k: v for k, v in SETTINGS.items() if k != "embedding_size"}
+    result = tune("BPR", "planted", 3, cmd_dict={**settings, "data_path": ring_data_path},
+                  storage=f"sqlite:///{tmp_path / 'd.db'}", space_file=str(path), on_trial=events.append)
+    assert events[0]["number"] == 0 and events[0]["params"] == {"learning_rate": 1.0e-3, "embedding_size": 64}
+    assert result.best_value >= events[0]["value"]
+    assert all(e["params"]["learning_rate"] != 1.0e-3 for e in events[1:])

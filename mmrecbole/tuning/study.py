@@ -128,6 +128,12 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=PRUNER_WARMUP_STEPS))
 
+    if not study.get_trials(deepcopy=False):
+        # Trial 0 is the row's untuned setting (its defaults and fixed settings): the chosen setting is then never
+        # worse on validation than the defaults, whatever the sampler draws (a 20-trial study once chose a setting
+        # below them). skip_if_exists: workers that start together enqueue it once.
+        study.enqueue_trial({k: base[k] for k in space}, skip_if_exists=True)
+
     def objective(trial):
         settings = suggest(trial, space)
         config = Config(model, dataset, config_file_list, settings, fixed, cmd_text)
