@@ -28,6 +28,7 @@ from mmrecbole.errors import UserError
 from mmrecbole import provenance
 from mmrecbole.runs import RunCache, config_hash, make_record
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
+from mmrecbole.leaderboard import tuning
 from mmrecbole import contract
 from mmrecbole.progress import StatusLine, describe
 
@@ -206,8 +207,6 @@ def _run_in_parallel(spec: LeaderboardSpec, pending, execute, say) -> None:
 def _tune_rows(spec: LeaderboardSpec, force, timeout, say, show, report_only, failures) -> dict:
     """Each tuned row's study, cached or run now (`spec.jobs` at a time): {label: study record}. A row whose study
     failed or (report_only) has not run yet is missing from the result and listed in `failures`."""
-    from mmrecbole.leaderboard import tuning
-
     studies = tuning.plan_studies(spec)
     found, pending = {}, []
     for index, study in enumerate(studies, 1):
@@ -274,8 +273,6 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
     `report_only`: run nothing; report the cached runs and list the missing ones (e.g. while a long leaderboard
     is still running in another process)."""
     from mmrecbole.leaderboard.report import write_report
-
-    from mmrecbole.leaderboard import tuning
 
     if status is None:
         status = StatusLine() if echo is print else None

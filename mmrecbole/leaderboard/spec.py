@@ -101,7 +101,7 @@ class LeaderboardSpec:
         if entry.name in PIPELINES:
             return "a pipeline over other rows' models (their defaults)"
         if self.tune is not None:
-            return f"no search space ({os.path.relpath(_default_space(entry.name), PROJECT_ROOT)} absent)"
+            return f"no search space: {os.path.relpath(_default_space(entry.name), PROJECT_ROOT)} absent"
         return "no tune on the board or row"
 
     def row_settings(self, entry: ModelEntry, seed: int) -> dict:

@@ -19,7 +19,7 @@ from mmrecbole.config import Config, settings_for
 from mmrecbole.data.fileio import write_text_atomically
 from mmrecbole.errors import ConfigError
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry, TuneRequest
-from mmrecbole.tuning.space import CONTENT_ONLY_KEYS, SEARCH_DIR, load_search_space
+from mmrecbole.tuning.space import SEARCH_DIR, load_search_space, searched_for
 
 #: The search every tuned row gets (the same for all rows): written on the board.
 SAMPLER_SEED = 0
@@ -54,9 +54,7 @@ class PlannedStudy:
         self.config = Config(entry.name, spec.dataset, config_dict=self.fixed)  # fails fast on bad settings
         self.uses_content = contract.reads_item_content(self.config)
         self.modalities = tuple(self.config["modalities"]) if self.uses_content else ()
-        if "modalities" in self.config.final_config_dict and not self.config["modalities"]:
-            space = {k: v for k, v in space.items() if k not in CONTENT_ONLY_KEYS}
-        self.searched = sorted(space)
+        self.searched = sorted(searched_for(space, self.config))
         self.code_version = provenance.code_version()
         with open(self.space_file, "rb") as handle:
             space_digest = hashlib.sha256(handle.read()).hexdigest()
@@ -99,8 +97,8 @@ class PlannedStudy:
 
 
 def plan_studies(spec: LeaderboardSpec) -> list:
-    return [PlannedStudy(spec, entry, spec.tune_request(entry)) for entry in spec.models
-            if spec.tune_request(entry) is not None]
+    requests = [(entry, spec.tune_request(entry)) for entry in spec.models]
+    return [PlannedStudy(spec, entry, request) for entry, request in requests if request is not None]
 
 
 def with_tuned_settings(spec: LeaderboardSpec, studies: dict) -> LeaderboardSpec:

@@ -109,6 +109,14 @@ def load_search_space(model: str, path: Optional[str] = None) -> Dict[str, Searc
     return space
 
 
+def searched_for(space: Dict[str, SearchParam], config) -> Dict[str, SearchParam]:
+    """The part of `space` a study of `config` searches: a row without modalities (ID-only) drops the content-only
+    settings, which would change nothing."""
+    if "modalities" in config.final_config_dict and not config["modalities"]:
+        return {k: v for k, v in space.items() if k not in CONTENT_ONLY_KEYS}
+    return space
+
+
 def suggest(trial, space: Dict[str, SearchParam]) -> Dict[str, Any]:
     """One setting per dimension, drawn through an Optuna trial (or anything with its suggest_* methods)."""
     chosen = {}

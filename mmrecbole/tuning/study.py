@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 from mmrecbole.errors import ConfigError
-from mmrecbole.tuning.space import CONTENT_ONLY_KEYS, SEARCH_DIR, load_search_space, suggest
+from mmrecbole.tuning.space import SEARCH_DIR, load_search_space, searched_for, suggest
 
 #: Pruning waits for this many finished trials, and within a trial for this many validations, before it judges.
 PRUNER_STARTUP_TRIALS = 3
@@ -109,8 +109,7 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
         raise ConfigError(f"{', '.join('--' + k for k in clash)}: searched by {space_file} and fixed on the command "
                           "line; drop the flag (or the key from the search space)")
     base = Config(model, dataset, config_file_list, None, fixed, cmd_text)
-    if "modalities" in base.final_config_dict and not base["modalities"]:
-        space = {k: v for k, v in space.items() if k not in CONTENT_ONLY_KEYS}  # an ID-only row: they do nothing
+    space = searched_for(space, base)
     clash = sorted(k for k in space if k in base.external_config_dict)
     if clash:
         raise ConfigError(f"{', '.join(clash)}: searched by {space_file} and set in --config_files; drop one")
