@@ -3,7 +3,8 @@
 Request: {"model", "dataset", "settings", "checkpoint_dir", "run_cache_dir", "log_dir", "concurrent_runs",
 "threads"}; or, for a tuned row's study, {"task": "tune", "model", "dataset", "settings" (fixed for every trial),
 "trials", "storage", "space_file", "sampler_seed", "study_key", "fresh", "log_dir", "threads"}, whose result is
-mmrecbole.tuning.TuneResult as a dict plus the code version, and whose progress adds a `trial` event per trial. The result is quick_start.run's dict plus the process's peak resident memory, the code version it ran
+mmrecbole.tuning.TuneResult as a dict plus the code version, and whose progress adds a `trial` event per trial.
+A run's result is quick_start.run's dict plus the process's peak resident memory, the code version it ran
 (provenance.code_version, read before the run) and how many runs shared the machine.
 While it runs, every progress event (mmrecbole.progress: epochs, the log file's path) goes to stdout as a
 `PROGRESS {json}` line, and the run's log file gets RecBole's full INFO log as it goes.

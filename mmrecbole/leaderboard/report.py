@@ -323,8 +323,8 @@ def write_report(spec, records, failures, tuning=None) -> dict:
 
 
 #: Columns of the README's accuracy table (the full board has every metric).
-README_COLUMNS = ("Model", "content", "tuned", "Recall@20", "NDCG@10", "ΔNDCG@10 vs baseline", "p users (t / Wilcoxon)",
-                  "p seeds")
+README_COLUMNS = ("Model", "content", "tuned", "Recall@20", "NDCG@10", "ΔNDCG@10 vs baseline",
+                  "p users (t / Wilcoxon)", "p seeds")
 
 
 def _table_columns(table: str, keep) -> str:

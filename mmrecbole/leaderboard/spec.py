@@ -112,9 +112,9 @@ class LeaderboardSpec:
 
 
 def _default_space(model: str) -> str:
-    from mmrecbole.tuning.space import SEARCH_DIR
+    from mmrecbole.tuning.space import space_path
 
-    return os.path.join(SEARCH_DIR, f"{model}.yaml")
+    return space_path(model)
 
 
 def _seeds(value, source):

@@ -19,7 +19,7 @@ from mmrecbole.config import Config, settings_for
 from mmrecbole.data.fileio import write_text_atomically
 from mmrecbole.errors import ConfigError
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry, TuneRequest
-from mmrecbole.tuning.space import SEARCH_DIR, load_search_space, searched_for
+from mmrecbole.tuning.space import load_search_space, searched_for, space_path
 
 #: The search every tuned row gets (the same for all rows): written on the board.
 SAMPLER_SEED = 0
@@ -42,7 +42,7 @@ class PlannedStudy:
     def __init__(self, spec: LeaderboardSpec, entry: ModelEntry, request: TuneRequest):
         self.entry, self.request, self.dataset = entry, request, spec.dataset
         self.train_seed = spec.seeds[0]
-        self.space_file = request.search_space or os.path.join(SEARCH_DIR, f"{entry.name}.yaml")
+        self.space_file = request.search_space or space_path(entry.name)
         space = load_search_space(entry.name, self.space_file)
         for where, settings in ((f"row {entry.label}'s settings", entry.settings),
                                 ("the board's settings", settings_for(entry.name, spec.settings))):

@@ -83,6 +83,11 @@ def _param(path: str, model: str, name: str, spec) -> SearchParam:
     return SearchParam(name, kind, low=low, high=high, log=log, step=step)
 
 
+def space_path(model: str) -> str:
+    """Where `model`'s own search space lives: properties/search/<model>.yaml (it may not exist)."""
+    return os.path.join(SEARCH_DIR, f"{model}.yaml")
+
+
 def models_with_search_space() -> list:
     if not os.path.isdir(SEARCH_DIR):
         return []
@@ -93,7 +98,7 @@ def load_search_space(model: str, path: Optional[str] = None) -> Dict[str, Searc
     """{setting: SearchParam} of `model` from `path` (default properties/search/<model>.yaml), checked."""
     from mmrecbole.config import Config, read_yaml_file
 
-    path = path or os.path.join(SEARCH_DIR, f"{model}.yaml")
+    path = path or space_path(model)
     if not os.path.isfile(path):
         raise ConfigError(f"no search space for {model}: {path} not found (models with one: "
                           f"{', '.join(models_with_search_space()) or 'none'})")

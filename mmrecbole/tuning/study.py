@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 from mmrecbole.errors import ConfigError
-from mmrecbole.tuning.space import SEARCH_DIR, load_search_space, searched_for, suggest
+from mmrecbole.tuning.space import load_search_space, searched_for, space_path, suggest
 
 #: Pruning waits for this many finished trials, and within a trial for this many validations, before it judges.
 PRUNER_STARTUP_TRIALS = 3
@@ -101,7 +101,7 @@ def tune(model: str, dataset: str, trials: int, config_file_list=None, cmd_dict=
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials must be an integer >= 1, got {trials!r}")
-    space_file = space_file or os.path.join(SEARCH_DIR, f"{model}.yaml")
+    space_file = space_file or space_path(model)
     space = load_search_space(model, space_file)
     fixed = dict(cmd_dict or {})
     clash = sorted(set(space) & set(fixed))
