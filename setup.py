@@ -25,6 +25,8 @@ setup(
         "implicit>=0.7",
         "lightgbm>=4",
         "matplotlib",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
     ],
     scripts=["run_recbole_mm.py"],
 )

@@ -36,6 +36,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
         "< properties/model/<Model>.yaml < properties/dataset/<dataset>.yaml < --config_files < --key=value.\n\n"
     )
     if with_models:
+        epilog += ("Serving a trained model (docs/serving.md): --recommend --checkpoint=PATH --users=1,2 [--k=10] "
+                   "[--explain] [--format=table|json|csv], --history=I1,I2 for a session; --serve --checkpoint=PATH "
+                   "[--host --port]; --bundle --checkpoint=PATH.\n\n")
         epilog += _model_list_text()
     parser = _Parser(
         prog="run_recbole_mm.py",
@@ -135,6 +138,9 @@ def _report_run(result: dict) -> str:
     lines.extend(result.get("notes") or [])  # what a pipeline adds (e.g. the stacker's candidate recall)
     if result["checkpoint"]:
         lines.append(f"checkpoint: {os.path.relpath(result['checkpoint'])}")
+    if result.get("bundle"):
+        lines.append(f"bundle:     {os.path.relpath(result['bundle'])} (serve it: --recommend / --serve "
+                     f"--checkpoint=...; docs/serving.md)")
     lines.append(f"log:        {os.path.relpath(result['log_file'])}")
     return "\n".join(lines)
 
@@ -237,6 +243,10 @@ def _main(argv) -> int:
     if "-h" in argv or "--help" in argv:
         build_parser(with_models=True).print_help()
         return 0
+    from mmrecbole import serving_cli
+
+    if serving_cli.wants_serving(argv):  # --recommend / --serve / --bundle: their own flags (docs/serving.md)
+        return serving_cli.main(argv)
     args, overrides, texts = parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (the number of seeds of a quick leaderboard), got {args.seeds}")

@@ -28,6 +28,15 @@ class ModelContract:
       fit_from(dataset, show_progress): one-pass models (trainer_name "FitOnceTrainer") fit on the training split.
       fitted_value_count(): for models fitted outside autograd, how many values the fit produced (the "learned
           values" column of a leaderboard); None: count the trainable parameters.
+    Serving (mmrecbole.serving; every SequentialRecommender scores a history without any of these):
+      history_scores(rows): a general model that can score users it was not trained on from their history: `rows`
+          is a scipy CSR matrix [batch, item_num] (1 for each history item, RecBole's item ids); returns float scores
+          [batch, item_num]. None (the default): it cannot.
+      score_parts(interaction, items): the exact per-source split of the scores of `items` ([batch, k] item ids) for
+          the users / sequences of `interaction`: (source names, tensor [batch, k, sources]) whose last axis sums to
+          `full_sort_predict`'s score of each item. None: the model has no per-source split.
+      history_attention(interaction): [batch, MAX_ITEM_LIST_LENGTH] weights over the positions of each input
+          sequence (summing to 1 over its real items) that the prediction leaned on. None: not available.
     """
 
     trainer_name: ClassVar[Optional[str]] = None
@@ -39,6 +48,15 @@ class ModelContract:
         """Hook run before each training epoch; nothing by default."""
 
     def fitted_value_count(self) -> Optional[int]:
+        return None
+
+    def history_scores(self, rows):
+        return None
+
+    def score_parts(self, interaction, items):
+        return None
+
+    def history_attention(self, interaction):
         return None
 
 
@@ -90,3 +108,23 @@ def learned_value_count(model) -> int:
     if fitted is not None:
         return int(fitted)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def scores_histories(model) -> bool:
+    """Whether a general model implements ModelContract.history_scores (scores users unknown to it)."""
+    return isinstance(model, ModelContract) and type(model).history_scores is not ModelContract.history_scores
+
+
+def history_scores(model, rows):
+    """Scores [batch, item_num] of a general model for history rows (see ModelContract.history_scores), or None."""
+    return model.history_scores(rows) if isinstance(model, ModelContract) else None
+
+
+def score_parts(model, interaction, items):
+    """(source names, per-source score parts [batch, k, sources]) of `items`, or None (ModelContract.score_parts)."""
+    return model.score_parts(interaction, items) if isinstance(model, ModelContract) else None
+
+
+def history_attention(model, interaction):
+    """Attention weights over each input sequence's positions [batch, length], or None."""
+    return model.history_attention(interaction) if isinstance(model, ModelContract) else None

@@ -26,6 +26,15 @@ class FeatureError(UserError):
     """Missing, stale or malformed item feature tables or their raw inputs."""
 
 
+class ServingError(UserError):
+    """A recommendation request the model cannot answer: unknown ids, k out of range, an empty history, or a
+    request the model cannot serve (a history for a model without a history path)."""
+
+
+class UnknownIdError(ServingError):
+    """A user or item id the model's data does not hold (HTTP 404)."""
+
+
 #: Exit code of a command refused for bad input.
 EXIT_USER_ERROR = 2
 

@@ -18,6 +18,7 @@ from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_datas
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
 from mmrecbole.runs import RunResult
+from mmrecbole.serving import bundle as bundle_io, support as serving_support
 from mmrecbole import contract, progress
 from mmrecbole.trainer import make_trainer
 
@@ -86,6 +87,12 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     test_seconds = time.perf_counter() - start
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
+    bundle = None
+    if saved and config["save_bundle"] and serving_support.servable(config.model_class):
+        bundle = bundle_io.write(bundle_io.bundle_path_for(trainer.saved_model_file),
+                                          checkpoint_path=trainer.saved_model_file, config=config, dataset=data,
+                                          train_dataset=compat.dataset_of(train), model=model_obj)
+        logger.info(f"serving bundle: {bundle}")
     return RunResult(
         model=config["model"],
         dataset=config["dataset"],
@@ -108,6 +115,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         log_file=log_file,
         test_per_user={k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
                        for k, v in per_user.items()} if per_user else None,
+        bundle=bundle,
     ).to_dict()
 
 
@@ -146,6 +154,16 @@ def load_run(path, expect_model: str | None = None, expect_dataset: str | None =
     ckpt.restore_into(model, device=config["device"])
     model.eval()
     return LoadedRun(config, dataset, model, train, valid, test, ckpt)
+
+
+def write_bundle(checkpoint_path, path=None) -> str:
+    """Write the serving bundle of a saved checkpoint (default: beside it, `<stem>.bundle`): its dataset and split
+    are rebuilt once, here, so that serving never needs them."""
+    loaded = load_run(checkpoint_path)
+    serving_support.check_servable(loaded.config.model_class)
+    return bundle_io.write(path or bundle_io.bundle_path_for(checkpoint_path), checkpoint_path=checkpoint_path,
+                           config=loaded.config, dataset=loaded.dataset, train_dataset=compat.dataset_of(loaded.train),
+                           model=loaded.model)
 
 
 def load(path):

@@ -29,9 +29,9 @@ PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_item
                  "cold_start_item_ratio", "data_path", "benchmark_filename")
 
 #: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
-#: (evaluation batching changes no metric: tests/test_protocol.py checks it).
+#: (evaluation batching changes no metric: tests/test_protocol.py checks it), or what serving shows.
 PRESENTATION_KEYS = frozenset({"show_progress", "state", "checkpoint_dir", "run_cache_dir", "data_path", "gpu_id",
-                               "worker", "eval_batch_size"})
+                               "worker", "eval_batch_size", "save_bundle", "item_title_field"})
 
 
 def config_hash(config) -> str:
@@ -47,8 +47,8 @@ class RunResult:
 
     valid / test: metrics at the best validation epoch; valid_history: [(epoch, valid score, seconds since training
     started)]; seconds_to_best: training time until the best validation epoch; n_parameters: learned values;
-    checkpoint: the saved model (a file, or the stacker's folder); test_per_user: {"user_id": [...], "ndcg@10":
-    [...], ...} for paired significance tests; extra: what a pipeline adds (the stacker: candidate recall, feature
+    checkpoint: the saved model (a file, or the stacker's folder); bundle: its serving bundle; test_per_user:
+    {"user_id": [...], "ndcg@10": [...], ...} for paired significance tests; extra: what a pipeline adds (the stacker: candidate recall, feature
     importance, base models, timings, notes...)."""
 
     model: str
@@ -72,6 +72,7 @@ class RunResult:
     log_file: Optional[str]
     test_per_user: Optional[dict]
     progress_unit: str = "epochs"
+    bundle: Optional[str] = None  # the serving bundle written beside the checkpoint (mmrecbole.serving), if any
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -124,6 +124,46 @@ class RecommenderConformance:
         for row, items in enumerate(seen):
             assert not set(top[row].tolist()) & items
 
+    def test_its_bundle_serves_the_checkpoint_scores_without_the_dataset(self, data_path, monkeypatch):
+        # The bundle rebuilds the model without RecBole's dataset build: every (user or sequence, item) score a
+        # Recommender returns equals the trained model's, and a sequential model's input is the evaluation's.
+        from mmrecbole import quick_start
+        from mmrecbole.data import build as data_build
+        from mmrecbole.serving import Recommender
+
+        config, trainer, _, test = self.fitted(data_path, saved=True, epochs=1)
+        bundle = quick_start.write_bundle(trainer.saved_model_file)
+
+        def no_dataset(*args, **kwargs):
+            raise AssertionError("serving built a RecBole dataset")
+
+        monkeypatch.setattr(data_build, "create_dataset", no_dataset)
+        monkeypatch.setattr(quick_start, "create_dataset", no_dataset)
+        recommender = Recommender.load(bundle)
+        interaction = self.first_batch(test)[0]
+        expected = self.full_scores(trainer.model, interaction)
+        dataset = test._dataset
+        items = dataset.field2id_token[dataset.iid_field]
+        users = [str(dataset.field2id_token[dataset.uid_field][u]) for u in interaction[dataset.uid_field].tolist()]
+        everything = len(items) - 1
+        if recommender.sequential:
+            seq_field, length_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+            sequences = [[str(items[i]) for i in row[:n].tolist()]
+                         for row, n in zip(interaction[seq_field], interaction[length_field].tolist())]
+            for user, sequence in zip(users, sequences):  # the test input = the known history but its last item
+                assert recommender.history_of(user)[:-1][-len(sequence):] == sequence
+                assert len(sequence) == min(len(recommender.history_of(user)) - 1, config["MAX_ITEM_LIST_LENGTH"])
+            answers = recommender.recommend_histories(sequences, k=everything, exclude_seen=False)
+        else:
+            answers = recommender.recommend(users, k=everything, exclude_seen=False)
+        index = {str(token): i for i, token in enumerate(items)}
+        for row, answer in enumerate(answers):
+            served = torch.zeros(len(items))
+            for item in answer.items:
+                served[index[item.item_id]] = item.score
+            assert len(answer.items) == everything
+            torch.testing.assert_close(served[1:], expected[row, 1:], rtol=1e-5, atol=1e-5)
+
     @pytest.mark.gpu
     def test_a_cpu_trained_model_scores_the_same_on_cuda(self, data_path):
         # The same weights on both devices: two separate fits cannot be compared (CUDA draws other random numbers for

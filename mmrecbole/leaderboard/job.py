@@ -51,7 +51,8 @@ def run_request(request: dict) -> int:
     if request.get("task") == "tune":
         return tune_request(request, version)
     settings = {**request["settings"], "checkpoint_dir": request["checkpoint_dir"],
-                "run_cache_dir": request["run_cache_dir"], "state": "INFO"}
+                "run_cache_dir": request["run_cache_dir"], "state": "INFO",
+                "save_bundle": False}  # a board compares runs; serving bundles are written on demand (--bundle)
     with progress.listening(_forward):
         result = run(request["model"], request["dataset"], config_dict=settings, log_dir=request["log_dir"],
                      console_log=False)

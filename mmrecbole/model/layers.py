@@ -125,7 +125,7 @@ class ItemContentEncoder(nn.Module):
         if self.use_id:
             self.id_embedding = nn.Embedding(n_items, dim, padding_idx=0)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
-            self.register_buffer("seen_in_training", _items_in(dataset), persistent=False)
+            self.register_buffer("seen_in_training", items_in_training(dataset), persistent=False)
         if self.fusion == "concat":
             self.project = nn.Linear(n_sources * dim, dim)
         elif self.fusion == "gate":
@@ -169,6 +169,31 @@ class ItemContentEncoder(nn.Module):
             fused = (torch.stack(parts, dim=1) * weights.unsqueeze(2)).sum(1)
         return fused * self.not_padding
 
+    def source_names(self):
+        return (["id"] if self.use_id else []) + list(self.modalities)
+
+    def source_terms(self):
+        """(source names, terms [sources, item_num, out_dim], bias [out_dim] or None) with sum(terms) + bias =
+        `forward()` for every real item: each source's exact share of the fused vector (sum: its vector; gate: its
+        vector times its gate weight; concat: its block of the projection; concat_raw: its block, zeros elsewhere).
+        What serving's explanations split a score by."""
+        parts = self.sources()
+        bias = None
+        if self.fusion == "sum":
+            terms = torch.stack(parts)
+        elif self.fusion == "gate":
+            weights = torch.softmax(self.gate(torch.cat(parts, dim=1)), dim=1)
+            terms = torch.stack([part * weights[:, s:s + 1] for s, part in enumerate(parts)])
+        elif self.fusion == "concat":
+            blocks = self.project.weight.split(self.dim, dim=1)  # [dim, dim] per source, in concatenation order
+            terms = torch.stack([part @ block.T for part, block in zip(parts, blocks)])
+            bias = self.project.bias
+        else:
+            terms = torch.zeros(len(parts), parts[0].shape[0], self.out_dim, device=parts[0].device)
+            for s, part in enumerate(parts):
+                terms[s, :, s * self.dim:(s + 1) * self.dim] = part
+        return self.source_names(), terms * self.not_padding, bias
+
     def alignment_loss(self, temperature, sample_size=1024):
         """Symmetric InfoNCE between the ID embedding and the content vector of a random sample of distinct items
         (drawn on the device: no host sync, independent of the batch's duplicates)."""
@@ -209,7 +234,7 @@ class WarmNegatives(nn.Module):
         return torch.where(self.is_cold[negatives], redrawn, negatives)
 
 
-def _items_in(dataset):
+def items_in_training(dataset):
     """1.0 for items that occur in this (training) dataset, as target or in an input sequence."""
     seen = torch.zeros(dataset.item_num)
     inter = dataset.inter_feat

@@ -117,6 +117,24 @@ class ImplicitALS(ImplicitFactorModel):
         confidence.data = 1.0 + self.alpha * confidence.data
         return confidence
 
+    def history_scores(self, rows):
+        """A user unknown to the fit, from their history: implicit's `recalculate_user` solves the user's
+        least-squares step against the fitted item factors (confidence 1 + alpha per history item, as a count-1
+        training row gets), then scores every item."""
+        import implicit.cpu.als
+
+        with threadpool_limits(1, "blas"):
+            estimator = implicit.cpu.als.AlternatingLeastSquares(
+                factors=self.factors, regularization=self.regularization, alpha=1.0, iterations=self.iterations,
+                random_state=self.seed)
+        estimator.item_factors = self.item_factors[1:].cpu().numpy()
+        confidence = rows.astype(np.float32).tocsr()[:, 1:].tocsr()  # implicit's item n = RecBole's n + 1
+        confidence.data = 1.0 + self.alpha * confidence.data
+        with threadpool_limits(1, "blas"):
+            users = estimator.recalculate_user(np.arange(confidence.shape[0]), confidence)
+        users = torch.from_numpy(np.asarray(users, dtype=np.float32).reshape(confidence.shape[0], -1))
+        return users.to(self.item_factors.device) @ self.item_factors.T
+
     def make_estimator(self):
         if self.on_gpu:
             import implicit.gpu.als
@@ -247,6 +265,12 @@ class ImplicitItemKNN(ImplicitRecommender):
         users = interaction[self.USER_ID]
         scores = (self.history[users.cpu().numpy()] @ self.similarity).toarray()
         return torch.from_numpy(scores.astype(np.float32)).to(users.device).view(-1)
+
+    def history_scores(self, rows):
+        """A history row (strength 1 per item) times the item-item similarity, as for a training user."""
+        self._check_fitted()
+        scores = (rows.astype(np.float32).tocsr() @ self.similarity).toarray()
+        return torch.from_numpy(scores.astype(np.float32))
 
     def predict(self, interaction):
         self._check_fitted()

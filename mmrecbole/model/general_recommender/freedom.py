@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from mmrecbole.errors import ConfigError
 from mmrecbole.model.general_recommender.content_base import PairwiseContentRecommender
-from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives, _items_in
+from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss, WarmNegatives, items_in_training
 
 
 def knn_graph(features, present, k, chunk=1024):
@@ -55,7 +55,7 @@ class FREEDOM(PairwiseContentRecommender):
         self.item_embedding = nn.Embedding(self.n_items, dim)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
-        self.register_buffer("seen_in_training", _items_in(dataset), persistent=False)
+        self.register_buffer("seen_in_training", items_in_training(dataset), persistent=False)
         # Projections of the raw features for the auxiliary BPR terms (FREEDOM's text_trs / image_trs).
         self.items = ItemContentEncoder(config, dataset, dim, fusion="sum", use_id=False)
         self.warm_negatives = WarmNegatives(dataset)

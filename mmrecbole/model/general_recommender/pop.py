@@ -38,6 +38,10 @@ class Pop(GeneralRecommender, ModelContract):
     def fitted_value_count(self) -> int:
         return int(self.item_count.numel())
 
+    def history_scores(self, rows):
+        """Popularity ignores who asks: the same counts for any history."""
+        return self.item_count.float().cpu().expand(rows.shape[0], -1).clone()
+
     def calculate_loss(self, interaction):
         raise NotImplementedError("Pop is fitted in one pass (FitOnceTrainer); it has no training loss")
 

@@ -5,6 +5,7 @@ score(u, i) = <theta_u, [gamma_i ; E_text f_i ; E_image g_i]> + beta_i + beta'.f
 modalities each gets its own projection E and content bias beta'. The item side is ItemContentEncoder with
 `fusion: concat_raw` (other fusions give a single `embedding_size` item vector).
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -65,3 +66,25 @@ class VBPR(PairwiseContentRecommender):
         scores = self.user_embedding(interaction[self.USER_ID]) @ vectors.T + bias
         return scores.reshape(-1)
 
+
+    def score_parts(self, interaction, items):
+        """score(u, i) = u . v_i + item bias + sum_m content bias_m(f_im), v_i = the fused sources: each source's
+        part is u . its fusion term (ItemContentEncoder.source_terms), the item bias going to "id" and each content
+        bias to its modality (to "bias" when the model has no ID source)."""
+        user = self.user_embedding(interaction[self.USER_ID])
+        names, terms, fusion_bias = self.items.source_terms()
+        parts = torch.einsum("bd,sbkd->bks", user, terms[:, items])
+        extra = {}
+        id_bias = self.item_bias.weight.squeeze(1)[items]
+        if "id" in names:
+            parts[:, :, names.index("id")] += id_bias
+        else:
+            extra["bias"] = id_bias
+        for modality, layer in self.content_bias.items():
+            parts[:, :, names.index(modality)] += layer(getattr(self.items, f"features_{modality}")).squeeze(1)[items]
+        if fusion_bias is not None:
+            extra["bias"] = extra.get("bias", 0) + user @ fusion_bias.view(-1, 1)
+        if extra:
+            names = names + ["bias"]
+            parts = torch.cat([parts, torch.as_tensor(extra["bias"]).expand(items.shape).unsqueeze(2)], dim=2)
+        return names, parts

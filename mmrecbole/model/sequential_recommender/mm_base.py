@@ -109,6 +109,19 @@ class MMSequentialRecommender(SequentialRecommender, ModelContract):
         table = self.items()
         return self._state(interaction, table) @ table.T
 
+    def score_parts(self, interaction, items):
+        """score(sequence, item) = state . item vector, and the item vector is the sum of its sources' fusion terms
+        (ItemContentEncoder.source_terms): the part of a source is state . its term (plus "bias", concat fusion's
+        projection bias). The state itself reads the history's fused vectors; the split is over the candidate's
+        sources."""
+        state = self._state(interaction, self.items())
+        names, terms, bias = self.items.source_terms()
+        parts = torch.einsum("bd,sbkd->bks", state, terms[:, items])
+        if bias is not None:
+            names = names + ["bias"]
+            parts = torch.cat([parts, (state @ bias).view(-1, 1, 1).expand(-1, items.shape[1], 1)], dim=2)
+        return names, parts
+
 
 def init_like_recbole(module, std):
     """RecBole's sequential-model initialisation: N(0, std) for Linear/Embedding, LayerNorm at identity."""

@@ -48,3 +48,17 @@ class MMSASRec(MMSequentialRecommender):
             mask = mask + self.distance_bias(distance).permute(2, 0, 1).unsqueeze(0)  # [B, heads, L, L]
         hidden = self.dropout(self.layer_norm(hidden))
         return self.encoder(hidden, mask, output_all_encoded_layers=False)[-1]
+
+    def history_attention(self, interaction):
+        """The last layer's attention from the last real position over the sequence, averaged over heads (read with
+        a hook on the attention dropout, which receives the probabilities; identity in eval mode)."""
+        captured = []
+        dropout = self.encoder.layer[-1].multi_head_attention.attn_dropout
+        handle = dropout.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+        try:
+            self._state(interaction, self.items())
+        finally:
+            handle.remove()
+        probs = captured[-1].mean(1)  # [batch, L, L]
+        last = (interaction[self.ITEM_SEQ_LEN] - 1).view(-1, 1, 1).expand(-1, 1, probs.shape[-1])
+        return probs.gather(1, last).squeeze(1)
