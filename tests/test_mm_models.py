@@ -280,3 +280,18 @@ def test_mmsasrec_without_modalities_is_recbole_sasrec(ring_data_path):
         expected, got = theirs.full_sort_predict(interaction), ours.full_sort_predict(interaction)
     assert got.shape == expected.shape
     torch.testing.assert_close(got[:, 1:], expected.view(got.shape)[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_the_item_table_is_reused_in_evaluation_only_while_no_weight_changes(planted_mm):
+    encoder = _encoder(planted_mm, fusion="gate")[0].eval()
+    with torch.no_grad():
+        first = encoder()
+        assert encoder() is first  # kept: evaluation batches and serving requests reuse it
+        encoder.adapters["text"][1].weight.add_(0.5)  # what an optimizer step or load_state_dict does
+        changed = encoder()
+    assert changed is not first and not torch.equal(changed, first)
+    encoder.train()
+    with torch.no_grad():
+        assert encoder() is not encoder()  # training mode: dropout, never kept
+    encoder.eval()
+    assert encoder().requires_grad  # with gradients: computed, not kept

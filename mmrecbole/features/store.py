@@ -127,9 +127,37 @@ def _item_ids(directory: str, dataset_name: str, id_field: str) -> Tuple[List[st
     return list(dict.fromkeys(inter[id_field].tolist())), None
 
 
+def text_encoder(settings):
+    """The TextEncoder the settings describe (cheap: the model loads on the first encode)."""
+    from mmrecbole.features.text import TextEncoder
+
+    return TextEncoder(
+        setting(settings, "text_encoder_path"),
+        pooling=setting(settings, "text_pooling"),
+        normalize=_bool_setting(settings, "text_normalize"),
+        max_length=_int_setting(settings, "text_max_length", 1),
+        batch_size=_int_setting(settings, "feature_batch_size", 1),
+        device=setting(settings, "feature_device"),
+    )
+
+
+def image_encoder(settings):
+    """The ImageEncoder the settings describe (the CNN loads on the first encode)."""
+    from mmrecbole.features.image import ImageEncoder
+
+    return ImageEncoder(
+        setting(settings, "image_model"),
+        setting(settings, "image_weights"),
+        resize=_int_setting(settings, "image_resize", 1),
+        crop=_int_setting(settings, "image_crop", 1),
+        batch_size=_int_setting(settings, "feature_batch_size", 1),
+        num_workers=_int_setting(settings, "image_num_workers", 0),
+        device=setting(settings, "feature_device"),
+    )
+
+
 def _plan_text(dataset_name: str, directory: str, settings, path: str) -> FeatureJob:
     from mmrecbole.features.template import TextTemplate
-    from mmrecbole.features.text import TextEncoder
 
     id_field = setting(settings, "ITEM_ID_FIELD")
     ids, frame = _item_ids(directory, dataset_name, id_field)
@@ -139,14 +167,7 @@ def _plan_text(dataset_name: str, directory: str, settings, path: str) -> Featur
     template = TextTemplate(setting(settings, "text_template"))
     template.check_columns(list(frame.columns), item_file)
     texts = [template.render(record) for record in frame.to_dict("records")]
-    encoder = TextEncoder(
-        setting(settings, "text_encoder_path"),
-        pooling=setting(settings, "text_pooling"),
-        normalize=_bool_setting(settings, "text_normalize"),
-        max_length=_int_setting(settings, "text_max_length", 1),
-        batch_size=_int_setting(settings, "feature_batch_size", 1),
-        device=setting(settings, "feature_device"),
-    )
+    encoder = text_encoder(settings)
     provenance = {
         "format": FORMAT_VERSION,
         "dataset": dataset_name,
@@ -179,21 +200,13 @@ def resolve_image_dir(directory: str, settings) -> str:
 
 
 def _plan_image(dataset_name: str, directory: str, settings, path: str) -> FeatureJob:
-    from mmrecbole.features.image import ImageEncoder, index_images
+    from mmrecbole.features.image import index_images
 
     ids, _ = _item_ids(directory, dataset_name, setting(settings, "ITEM_ID_FIELD"))
     image_dir = resolve_image_dir(directory, settings)
     images = index_images(image_dir)
     with_image = [i for i in ids if i in images]
-    encoder = ImageEncoder(
-        setting(settings, "image_model"),
-        setting(settings, "image_weights"),
-        resize=_int_setting(settings, "image_resize", 1),
-        crop=_int_setting(settings, "image_crop", 1),
-        batch_size=_int_setting(settings, "feature_batch_size", 1),
-        num_workers=_int_setting(settings, "image_num_workers", 0),
-        device=setting(settings, "feature_device"),
-    )
+    encoder = image_encoder(settings)
     # The item ids and each image's bytes: a changed, added or removed poster changes the hash.
     inputs = [[i, sha256_file(images[i]) if i in images else None] for i in ids]
     provenance = {

@@ -156,7 +156,22 @@ class ItemContentEncoder(nn.Module):
 
     # -- the item table ---------------------------------------------------------------------------------------------
     def forward(self):
-        """[item_num, out_dim] vectors of all items (row 0, padding, is zero)."""
+        """[item_num, out_dim] vectors of all items (row 0, padding, is zero).
+
+        Evaluation and serving call this for every batch or request; without gradients and in eval mode the table is
+        kept and reused while no parameter or buffer changed (storage and in-place version of each tensor: an
+        optimizer step, load_state_dict or a move to another device all make a new key)."""
+        if self.training or torch.is_grad_enabled():
+            self._kept_table = None
+            return self._fuse()
+        key = tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
+        kept = getattr(self, "_kept_table", None)
+        if kept is None or kept[0] != key:
+            kept = (key, self._fuse())
+            self._kept_table = kept
+        return kept[1]
+
+    def _fuse(self):
         parts = self.sources()
         if self.fusion == "sum":
             fused = torch.stack(parts).sum(0)

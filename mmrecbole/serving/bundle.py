@@ -91,14 +91,31 @@ def _histories(dataset) -> tuple:
 
 def _item_frame(config):
     """The dataset's .item file as strings (None when there is none)."""
+    from mmrecbole.data import dataset_dir
     from mmrecbole.data.atomic_files import atomic_path, read_atomic_file
 
-    path = atomic_path(os.path.join(config["data_path"], config["dataset"]), config["dataset"], "item")
+    path = atomic_path(dataset_dir(config["dataset"], config["data_path"]), config["dataset"], "item")
     return read_atomic_file(path) if os.path.isfile(path) else None
 
 
-def _item_metadata(config, dataset) -> dict:
-    """{"title", "text", "image"}: lists indexed by internal item id (None where unknown; row 0 = padding)."""
+def _feature_provenance(config, modality: str):
+    """The provenance of the stored table a content model was built from (None when it cannot be read now)."""
+    from mmrecbole.errors import UserError
+    from mmrecbole.features.store import feature_path
+    from mmrecbole.features.table import FeatureTable
+
+    files = config["mm_feature_files"] or {}
+    path = files.get(modality) or feature_path(config["dataset"], modality, config["data_path"])
+    try:
+        return FeatureTable.load(path).provenance
+    except (UserError, OSError):
+        return None
+
+
+def _item_metadata(config, dataset) -> tuple:
+    """({"title", "text", "image"}: lists indexed by internal item id, None where unknown, row 0 = padding; the
+    title column used)."""
+    from mmrecbole.data import dataset_dir
     from mmrecbole.data.fileio import images_by_stem
     from mmrecbole.errors import UserError
     from mmrecbole.features.store import resolve_image_dir
@@ -107,7 +124,7 @@ def _item_metadata(config, dataset) -> dict:
     tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
     n = len(tokens)
     titles, texts, images = [None] * n, [None] * n, [None] * n
-    frame = _item_frame(config)
+    frame, title_field = _item_frame(config), None
     if frame is not None:
         id_field = dataset.iid_field
         records = {str(r[id_field]): r for r in frame.to_dict("records")} if id_field in frame.columns else {}
@@ -135,14 +152,14 @@ def _item_metadata(config, dataset) -> dict:
     # others the default would point at ml-100k-mm's posters, whose file names are ids of another catalogue.
     if "image_dir" in config.final_config_dict:
         try:
-            folder = resolve_image_dir(os.path.join(config["data_path"], config["dataset"]), config)
+            folder = resolve_image_dir(dataset_dir(config["dataset"], config["data_path"]), config)
         except UserError:
             folder = None
     if folder and os.path.isdir(folder):
         found = images_by_stem(folder)
         for row, token in enumerate(tokens[1:], start=1):
             images[row] = found.get(token)
-    return {"title": titles, "text": texts, "image": images}
+    return {"title": titles, "text": texts, "image": images}, title_field
 
 
 def _training_pairs(model, train_dataset) -> dict:
@@ -172,6 +189,7 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
     indptr, items, times = _histories(dataset)
     content = {modality: {"matrix": torch.as_tensor(matrix).float().cpu(), "mask": torch.as_tensor(mask).bool().cpu()}
                for modality, (matrix, mask) in (getattr(train_dataset, ITEM_CONTENT_ATTRIBUTE, None) or {}).items()}
+    metadata, title_field = _item_metadata(config, dataset)
     meta = {
         "model": ckpt.model,
         "dataset": ckpt.dataset,
@@ -179,6 +197,8 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
         "checkpoint": {"path": os.path.abspath(ckpt.path), "created": ckpt.meta.get("created")},
         "uid_field": dataset.uid_field,
         "iid_field": dataset.iid_field,
+        "title_field": title_field,
+        "feature_provenance": {modality: _feature_provenance(config, modality) for modality in content},
         "versions": {"mmrecbole": __version__, "recbole": compat.recbole_version(), "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -191,7 +211,7 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
         "other_parameter": ckpt.other_parameter,
         "ids_json": json.dumps({"users": [str(t) for t in dataset.field2id_token[dataset.uid_field]],
                                 "items": [str(t) for t in dataset.field2id_token[dataset.iid_field]]}),
-        "items_json": json.dumps(_item_metadata(config, dataset)),
+        "items_json": json.dumps(metadata),
         "train": _training_pairs(model, train_dataset),
         "history": {"indptr": indptr, "items": items, **({"timestamps": times} if times is not None else {})},
         "content": content,

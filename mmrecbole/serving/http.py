@@ -4,26 +4,33 @@
     GET  /recommend?user=ID&k=10&explain=1&include_seen=0
     POST /recommend  {"history": [item ids, oldest first], "k": 10, "explain": false, "exclude_seen": true}
     GET  /users/{user}/history?limit=20    the user's most recent items (newest first), with titles
-    GET  /items/{item}                     an item's title, text and whether it has an image
+    POST /items      {"items": [rows of the .item file], "image_dir": folder of <id>.<ext> images on the server}
+    GET  /items/{item}                     an item's title, text and image URL
     GET  /items/{item}/image               its image file (from the dataset's image folder)
     GET  /                                 a page: pick a user, see their history and recommendations
     GET  /docs, /openapi.json              FastAPI's OpenAPI docs
 
 Bad input answers 4xx with {"detail": "<one line>"}: 404 for an unknown user or item, 400 for a request the model
-cannot answer (k < 1, an empty history, a history on a model without a history path), 422 for a malformed value.
+cannot answer (k < 1, an empty history, a history on a model without a history path, new items it cannot embed),
+422 for a malformed value.
 """
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from mmrecbole.errors import ServingError, UnknownIdError
+from mmrecbole.errors import UnknownIdError, UserError
 from mmrecbole.serving.page import PAGE
+
+
+class NewItems(BaseModel):
+    items: List[Dict[str, Any]]
+    image_dir: Optional[str] = None
 
 
 class HistoryRequest(BaseModel):
@@ -43,8 +50,8 @@ def create_app(recommender) -> FastAPI:
     app = FastAPI(title=f"mmrecbole: {recommender.model_name} on {recommender.dataset_name}",
                   description="Top-k recommendations with explanations from a trained mmrecbole bundle.")
 
-    @app.exception_handler(ServingError)
-    async def _serving_error(request: Request, exc: ServingError):
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, exc: UserError):
         status = 404 if isinstance(exc, UnknownIdError) else 400
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=status)
 
@@ -68,6 +75,11 @@ def create_app(recommender) -> FastAPI:
         answer = recommender.recommend_history([str(i) for i in body.history], k=body.k,
                                                exclude_seen=body.exclude_seen, explain=body.explain)
         return _answer(answer)
+
+    @app.post("/items")
+    def add_items(body: NewItems):
+        added = recommender.add_items(body.items, body.image_dir)
+        return {"added": added, "items": len(recommender.item_index)}
 
     @app.get("/users")
     def users(limit: int = 50):

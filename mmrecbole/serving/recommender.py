@@ -74,6 +74,7 @@ class Recommender:
         self._indptr = bundle.history["indptr"].numpy()
         self._history_items = bundle.history["items"].numpy()
         self.load_seconds = None
+        self._unit_features = None  # normalised feature tables of the explanations, computed on first use
 
     # -- loading ----------------------------------------------------------------------------------------------------
     @classmethod
@@ -102,6 +103,44 @@ class Recommender:
         recommender = cls(read, config, model)
         recommender.load_seconds = time.perf_counter() - start
         return recommender
+
+    # -- new items --------------------------------------------------------------------------------------------------
+    def add_items(self, rows, image_dir=None) -> List[str]:
+        """Embed new items (rows of the .item file; images `<image_dir>/<id>.<ext>`) with the bundle's feature
+        pipeline and rank them from then on (mmrecbole.serving.new_items). Returns their ids."""
+        from mmrecbole.serving.new_items import add_items
+
+        return add_items(self, rows, image_dir)
+
+    def add_item_vectors(self, ids, vectors, metadata=None) -> List[str]:
+        """New items from precomputed feature vectors ({modality: (matrix, present)}, the bundle's encoder space)."""
+        from mmrecbole.serving.new_items import add_item_vectors
+
+        return add_item_vectors(self, ids, vectors, metadata)
+
+    def extend_catalogue(self, added: int) -> None:
+        """Rebuild the model over the bundle's (already extended) catalogue: trained tensors keep their values; the
+        new items' rows of item-sized tensors are zero (no ID embedding or bias: no interactions), but for the
+        feature buffers, which the rebuilt model computed from their content."""
+        old_items, old_state = self.n_items, self.model.state_dict()
+        model = self.config.model_class(self.config, bundle_io.BundleDataset(self.bundle, self.config))
+        state = {}
+        for key, fresh in model.state_dict().items():
+            old = old_state[key].cpu()
+            if old.shape == fresh.shape:
+                state[key] = old
+            elif old.shape[0] == old_items and fresh.shape[0] == old_items + added and old.shape[1:] == fresh.shape[1:]:
+                content = key.rsplit(".", 1)[-1].startswith(("features_", "mask_"))
+                new_rows = fresh[old_items:] if content else torch.zeros_like(fresh[old_items:])
+                state[key] = torch.cat([old, new_rows.cpu()])
+            else:
+                raise ServingError(f"cannot extend {self.model_name}'s {key} from {tuple(old.shape)} to "
+                                   f"{tuple(fresh.shape)} for {added} new items")
+        model.load_state_dict(state)
+        self.model = model.to(self.config["device"]).eval()
+        self.n_items = len(self.bundle.item_ids)
+        self.item_index = {raw: i for i, raw in enumerate(self.bundle.item_ids) if i > 0}
+        self._unit_features = None  # the explanations' cached feature tables
 
     # -- lookups ----------------------------------------------------------------------------------------------------
     @property
