@@ -134,7 +134,8 @@ def atomic_torch_save(obj, path: str) -> None:
     write_atomically(path, lambda handle: torch.save(obj, handle))
 
 
-def save(path, *, model, config, dataset_fingerprint=None, training=None, optimizer_state=None) -> None:
+def save(path, *, model, config, dataset_fingerprint=None, training=None, optimizer_state=None, parent=None) -> None:
+    """parent: the checkpoint a refit started from (quick_start.refit), kept in the metadata."""
     resolved = getattr(config, "resolved", None)
     if resolved is None:
         raise TypeError("config must be a mmrecbole.config.Config (it carries the resolved settings)")
@@ -149,6 +150,7 @@ def save(path, *, model, config, dataset_fingerprint=None, training=None, optimi
             "python": platform.python_version(),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "parent": parent,
     }
     payload = {
         "format": FORMAT,

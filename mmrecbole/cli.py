@@ -56,6 +56,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
                         help="YAML files layered in order (space- or comma-separated)")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="evaluate this saved checkpoint on valid and test instead of training")
+    parser.add_argument("--refit", action="store_true",
+                        help="with --checkpoint and --dataset: continue training that model on a grown version of its "
+                             "dataset (ids follow raw ids; docs/refit.md)")
     parser.add_argument("--leaderboard", metavar="FILE",
                         help="run a leaderboard file (properties/leaderboard/<name>.yaml): models x seeds, reports in "
                              "leaderboards/<dataset>/")
@@ -252,6 +255,14 @@ def _main(argv) -> int:
         raise ConfigError(f"--seeds must be >= 1 (the number of seeds of a quick leaderboard), got {args.seeds}")
     from mmrecbole import quick_start
 
+    if args.refit:
+        if not args.checkpoint or not args.dataset:
+            raise ConfigError("--refit needs --checkpoint=OLD (its bundle beside it) and --dataset=NEW")
+        result = quick_start.refit(args.checkpoint, args.dataset, args.config_files, cmd_dict=overrides,
+                                   cmd_text=texts, saved=not args.no_save)
+        print(_report_run(result))
+        print(f"refit of {os.path.relpath(result['parent'])}: {result['refit']}")
+        return 0
     if args.checkpoint:
         if overrides:
             flags = " ".join(f"--{k}" for k in overrides)

@@ -35,6 +35,8 @@ class ModelContract:
       score_parts(interaction, items): the exact per-source split of the scores of `items` ([batch, k] item ids) for
           the users / sequences of `interaction`: (source names, tensor [batch, k, sources]) whose last axis sums to
           `full_sort_predict`'s score of each item. None: the model has no per-source split.
+      prepare_refit(): called by quick_start.refit after the old model's tensors were carried over, before training
+          continues (a one-pass model then starts its fit from them instead of from scratch).
       history_attention(interaction): [batch, MAX_ITEM_LIST_LENGTH] weights over the positions of each input
           sequence (summing to 1 over its real items) that the prediction leaned on. None: not available.
     """
@@ -52,6 +54,9 @@ class ModelContract:
 
     def history_scores(self, rows):
         return None
+
+    def prepare_refit(self) -> None:
+        """Nothing by default: gradient training continues from the carried-over tensors anyway."""
 
     def score_parts(self, interaction, items):
         return None
@@ -128,3 +133,8 @@ def score_parts(model, interaction, items):
 def history_attention(model, interaction):
     """Attention weights over each input sequence's positions [batch, length], or None."""
     return model.history_attention(interaction) if isinstance(model, ModelContract) else None
+
+
+def prepare_refit(model) -> None:
+    if isinstance(model, ModelContract):
+        model.prepare_refit()

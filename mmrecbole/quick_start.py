@@ -11,9 +11,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
+
 from mmrecbole import checkpoint, compat, registry
 from mmrecbole.config import Config
-from mmrecbole.errors import UserError
+from mmrecbole.errors import CheckpointError, UserError
 from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
@@ -38,11 +40,12 @@ def log_named_in_errors(log_file: str):
         raise type(exc)(f"{' '.join(str(exc).split())} (log: {os.path.relpath(log_file)})") from exc
 
 
-def build(config: Config):
-    """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does. A content model's
-    feature tables are loaded (or built) here, before the model is constructed."""
+def build(config: Config, dataset=None):
+    """(dataset, train, valid, test, model) for a config, seeded as RecBole's run_recbole does (`dataset`: one
+    create_dataset already made for this config). A content model's feature tables are loaded (or built) here,
+    before the model is constructed."""
     compat.set_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = create_dataset(config) if dataset is None else dataset
     train, valid, test = build_dataloaders(config, dataset)
     if contract.reads_item_content(config):
         attach_item_content(config, compat.dataset_of(train))
@@ -81,6 +84,13 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         fit_start = time.perf_counter()
         best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
         train_seconds = time.perf_counter() - fit_start
+    return _finish(config, data, train, test, model_obj, trainer, saved, bars, best_valid_score, best_valid_result,
+                   train_seconds, log_file).to_dict()
+
+
+def _finish(config, data, train, test, model_obj, trainer, saved, bars, best_valid_score, best_valid_result,
+            train_seconds, log_file) -> RunResult:
+    """Test the best checkpoint once, write the serving bundle, and collect the run's RunResult."""
     history, best_epoch = trainer.valid_history, trainer.best_epoch
     start = time.perf_counter()
     test_result = trainer.evaluate(test, load_best_model=saved, show_progress=bars)
@@ -90,8 +100,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
     bundle = None
     if saved and config["save_bundle"] and serving_support.servable(config.model_class):
         bundle = bundle_io.write(bundle_io.bundle_path_for(trainer.saved_model_file),
-                                          checkpoint_path=trainer.saved_model_file, config=config, dataset=data,
-                                          train_dataset=compat.dataset_of(train), model=model_obj)
+                                 checkpoint_path=trainer.saved_model_file, config=config, dataset=data,
+                                 train_dataset=compat.dataset_of(train), model=model_obj)
         logger.info(f"serving bundle: {bundle}")
     return RunResult(
         model=config["model"],
@@ -116,7 +126,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
         test_per_user={k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
                        for k, v in per_user.items()} if per_user else None,
         bundle=bundle,
-    ).to_dict()
+    )
 
 
 def fit_on_validation(config: Config, on_validation=None, log_dir="log", console_log=False):
@@ -154,6 +164,88 @@ def load_run(path, expect_model: str | None = None, expect_dataset: str | None =
     ckpt.restore_into(model, device=config["device"])
     model.eval()
     return LoadedRun(config, dataset, model, train, valid, test, ckpt)
+
+
+#: A refit dataset must still hold at least this share of the old model's users and items: less is another dataset.
+MIN_KEPT_SHARE = 0.5
+
+
+def _refit_parent(path):
+    """(bundle, checkpoint or None) of the model to refit: a bundle, or a checkpoint with its bundle beside it (the
+    bundle holds the raw-id maps the model was trained with; the checkpoint the optimizer state)."""
+    path = str(path)
+    bundle_file = path if path.endswith(bundle_io.SUFFIX) else bundle_io.bundle_path_for(path)
+    if not os.path.isfile(bundle_file):
+        raise CheckpointError(f"no bundle {bundle_file} beside {path}: a refit needs the raw-id maps the model was "
+                              "trained with, which its bundle keeps (written after training; for an older checkpoint "
+                              "write it with --bundle --checkpoint=PATH before the dataset changes)")
+    parent = bundle_io.read(bundle_file)
+    ckpt_file = path if not path.endswith(bundle_io.SUFFIX) else parent.meta.get("checkpoint", {}).get("path")
+    ckpt = checkpoint.read(ckpt_file) if ckpt_file and os.path.isfile(ckpt_file) else None
+    return parent, ckpt
+
+
+def _carried_settings(parent) -> dict:
+    """The old model's own settings (its property file's keys) and seed: what its tensors' shapes depend on. Protocol,
+    dataset and training-loop settings come from the new dataset's files and the caller."""
+    from mmrecbole.config import our_model_keys
+
+    owned = our_model_keys().get(parent.model) or compat.recbole_model_keys().get(parent.model) or frozenset()
+    return {k: v for k, v in parent.config.items() if k in owned or k == "seed"}
+
+
+def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd_text=None,
+          saved=True, show_progress=None, log_dir="log", console_log=True) -> dict:
+    """Continue training a saved model on a grown version of its dataset (newer interactions, new users and items).
+
+    Rows follow raw ids (mmrecbole.id_transfer): every known user and item keeps its trained parameters, new ones
+    start at zero (content models: from their features), the optimizer's moments move with their rows; training
+    early-stops on the new validation split and the test split is read once, as in `run`. Returns `run`'s dict plus
+    `parent` (the old checkpoint or bundle) and `refit` (kept / added / dropped counts). The new checkpoint's
+    metadata names its parent."""
+    from mmrecbole.id_transfer import IdMap, transfer_optimizer_state, transfer_state
+
+    parent, parent_ckpt = _refit_parent(checkpoint_path)
+    config = Config(parent.model, dataset, config_file_list, {**_carried_settings(parent), **(config_dict or {})},
+                    cmd_dict, cmd_text)
+    ensure_dataset_files(config)
+    log_file = setup_logging(config, log_dir=log_dir, console=console_log)
+    logger.info(config)
+    with log_named_in_errors(log_file):
+        data = create_dataset(config)
+        users = IdMap.between(parent.user_ids, data.field2id_token[data.uid_field])
+        items = IdMap.between(parent.item_ids, data.field2id_token[data.iid_field])
+        for label, ids, count in (("users", users, len(parent.user_ids) - 1), ("items", items,
+                                                                                len(parent.item_ids) - 1)):
+            if ids.kept_share < MIN_KEPT_SHARE:
+                raise CheckpointError(f"{dataset} holds only {ids.kept_share:.0%} of the {count} {label} "
+                                      f"{parent.model} was trained on ({parent.dataset}); a refit continues on the "
+                                      "same data grown, not on another dataset: train a new model")
+            if ids.dropped:
+                logger.warning(f"refit: {len(ids.dropped)} {label} of the old model are not in {dataset} (e.g. "
+                               f"{ids.dropped[:3]}): their parameters are dropped")
+        data, train, valid, test, model = build(config, data)
+        old_state = {k: torch.as_tensor(v) for k, v in parent.state_dict.items()}
+        new_state = model.state_dict()
+        model.load_state_dict(transfer_state(old_state, new_state, users, items))
+        contract.prepare_refit(model)
+        trainer = make_trainer(config, model)
+        trainer.parent_checkpoint = os.path.abspath(parent_ckpt.path if parent_ckpt else parent.path)
+        if parent_ckpt is not None and parent_ckpt.optimizer_state and getattr(trainer, "optimizer", None):
+            names = [name for name, _ in model.named_parameters()]
+            trainer.optimizer.load_state_dict(transfer_optimizer_state(
+                parent_ckpt.optimizer_state, trainer.optimizer.state_dict(), names, old_state, new_state, users, items))
+        bars = config["show_progress"] if show_progress is None else show_progress
+        fit_start = time.perf_counter()
+        best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
+        train_seconds = time.perf_counter() - fit_start
+    summary = {"users": {"kept": len(users.old_rows) - 1, "added": len(users.added), "dropped": len(users.dropped)},
+               "items": {"kept": len(items.old_rows) - 1, "added": len(items.added), "dropped": len(items.dropped)}}
+    logger.info(f"refit from {trainer.parent_checkpoint}: {summary}")
+    result = _finish(config, data, train, test, model, trainer, saved, bars, best_valid_score, best_valid_result,
+                     train_seconds, log_file)
+    result.extra = {"parent": trainer.parent_checkpoint, "refit": summary}
+    return result.to_dict()
 
 
 def write_bundle(checkpoint_path, path=None) -> str:

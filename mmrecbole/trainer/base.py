@@ -98,6 +98,7 @@ class TrainingMixin:
                 "valid_metric": self.valid_metric,
             },
             optimizer_state=self.optimizer.state_dict() if getattr(self, "optimizer", None) else None,
+            parent=getattr(self, "parent_checkpoint", None),
         )
         if verbose:
             self.logger.info(f"Saving current: {path}")

@@ -70,10 +70,18 @@ class ImplicitFactorModel(ImplicitRecommender):
     def make_estimator(self):
         raise NotImplementedError
 
+    def prepare_refit(self) -> None:
+        """A refit starts implicit's fit from the carried-over factors (new users and items: zero rows), which
+        implicit keeps when they are set before `fit`; on the GPU (implicit.gpu matrices) it fits from scratch."""
+        self.warm_start = not self.on_gpu
+
     def fit_from(self, dataset, show_progress: bool = False) -> None:
         matrix = without_padding(self.training_matrix(dataset))
         with threadpool_limits(1, "blas"):  # implicit checks the BLAS pool when the estimator is built
             estimator = self.make_estimator()
+        if getattr(self, "warm_start", False):
+            estimator.user_factors = self.user_factors[1:].cpu().numpy().copy()
+            estimator.item_factors = self.item_factors[1:].cpu().numpy().copy()
         _quiet_fit(estimator, matrix, show_progress)
         self._keep_factors(as_host_array(estimator.user_factors), as_host_array(estimator.item_factors))
 
