@@ -164,15 +164,10 @@ def save(path, *, model, config, dataset_fingerprint=None, training=None, optimi
     atomic_torch_save(payload, str(path))
 
 
-@dataclass
-class Checkpoint:
-    path: str
+class SavedModel:
+    """What a saved file (a checkpoint, a serving bundle) says it holds, from its `meta`."""
+
     meta: dict
-    config: dict
-    training: dict
-    state_dict: dict
-    other_parameter: dict
-    optimizer_state: dict | None
 
     @property
     def model(self) -> str:
@@ -181,6 +176,17 @@ class Checkpoint:
     @property
     def dataset(self) -> str:
         return self.meta["dataset"]
+
+
+@dataclass
+class Checkpoint(SavedModel):
+    path: str
+    meta: dict
+    config: dict
+    training: dict
+    state_dict: dict
+    other_parameter: dict
+    optimizer_state: dict | None
 
     def check_matches(self, model: str, dataset: str, fingerprint: dict | None = None) -> None:
         """Refuse a checkpoint of another model or dataset, or of the same dataset with other ids/counts."""

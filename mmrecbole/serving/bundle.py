@@ -222,7 +222,7 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
-class Bundle:
+class Bundle(checkpoint.SavedModel):
     """A read bundle: its metadata, settings, weights and the data tables, as plain Python / tensors."""
 
     def __init__(self, path: str, payload: dict, fields: dict):
@@ -232,14 +232,6 @@ class Bundle:
         self.items = fields["items"]
         self.state_dict, self.other_parameter = payload["state_dict"], payload["other_parameter"]
         self.train, self.history, self.content = payload["train"], payload["history"], payload["content"]
-
-    @property
-    def model(self) -> str:
-        return self.meta["model"]
-
-    @property
-    def dataset(self) -> str:
-        return self.meta["dataset"]
 
 
 def read(path) -> Bundle:

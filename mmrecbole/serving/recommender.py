@@ -168,22 +168,22 @@ class Recommender:
         return self._history_items[self._indptr[internal_user]:self._indptr[internal_user + 1]]
 
     def _user_ids(self, users: Sequence) -> List[int]:
-        if isinstance(users, (str, int)):
-            users = [users]
-        unknown = [u for u in users if str(u) not in self.user_index]
-        if unknown:
-            raise UnknownIdError(f"unknown user id{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown[:5]))}"
-                               f"{' ...' if len(unknown) > 5 else ''} (not in the {self.dataset_name} data the model "
-                               f"was trained on; {len(self.user_index)} users are known)")
-        return [self.user_index[str(u)] for u in users]
+        users = [users] if isinstance(users, (str, int)) else users
+        return self._internal(users, self.user_index, "user", f"the {self.dataset_name} data the model was trained "
+                              f"on; {len(self.user_index)} users are known")
 
     def _item_ids(self, items: Sequence) -> List[int]:
-        unknown = [i for i in items if str(i) not in self.item_index]
+        return self._internal(items, self.item_index, "item", f"the {self.dataset_name} catalogue of "
+                              f"{len(self.item_index)} items")
+
+    @staticmethod
+    def _internal(ids: Sequence, index: dict, kind: str, where: str) -> List[int]:
+        unknown = [i for i in ids if str(i) not in index]
         if unknown:
-            raise UnknownIdError(f"unknown item id{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown[:5]))}"
-                               f"{' ...' if len(unknown) > 5 else ''} (not in the {self.dataset_name} catalogue of "
-                               f"{len(self.item_index)} items)")
-        return [self.item_index[str(i)] for i in items]
+            raise UnknownIdError(f"unknown {kind} id{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(map(str, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} (not in "
+                                 f"{where})")
+        return [index[str(i)] for i in ids]
 
     # -- requests ---------------------------------------------------------------------------------------------------
     def recommend(self, users: Sequence, k: int = 10, exclude_seen: bool = True, explain: bool = False,

@@ -1,0 +1,169 @@
+"""Periodic updates on ml-100k-mm, simulated by time (issue 21): stale vs refit vs retraining from scratch.
+
+The interactions, in time order, are cut into a base period (--base, default the first 70%) and --steps equal
+increments; version t (datasets mlv0..mlvK under --work) holds everything up to the end of increment t. Per model:
+  scratch   trained from scratch on version t (its defaults, seed 2020)
+  refit     quick_start.refit of the previous step's refit (step 1: of the base model) on version t, early stopping
+            after --refit_stopping_step evaluations without improvement (implicit's factor models: a warm-started
+            fit of --refit_iterations iterations)
+  stale     the base model carried over to version t without training (a refit at a learning rate of 1e-12):
+            gradient-trained models only
+Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
+interaction lies in increment t (the users the update is for): NDCG@10 and Recall@20, plus Recall@20 over the users
+whose test item is new in increment t (content models can rank those; ID models cannot). Seconds: training time of
+refit and scratch. The content model reads ml-100k-mm's feature tables, relabelled per version (the items' texts and
+posters do not change between versions).
+
+Goal (the issue): refit >= 0.98 x scratch quality at <= 0.25 x its time at every step, and clearly above stale.
+
+Usage: .venv/bin/python bench/bench_refit.py [--models SASRec ImplicitALS MMSASRec] [--base 0.7] [--steps 3]
+       [--refit_stopping_step 3] [--refit_iterations 3] [--work DIR] [--out bench/out/refit.json]
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+GRADIENT = {"SASRec", "MMSASRec", "BPR", "LightGCN", "GRU4Rec", "MMGRU4Rec", "VBPR"}
+
+
+def write_versions(work: str, base: float, steps: int):
+    """[(name, cut time)] of the versions, written as atomic files under work/data (rows in time order, ties in file
+    order, as RecBole sorts them)."""
+    from mmrecbole.data import dataset_dir, prepare_dataset
+
+    prepare_dataset("ml-100k-mm")
+    source = os.path.join(dataset_dir("ml-100k-mm"), "ml-100k-mm.inter")
+    with open(source, encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    time_column = [c.split(":")[0] for c in header.split("\t")].index("timestamp")
+    times = np.array([float(r.split("\t")[time_column]) for r in rows])
+    order = np.argsort(times, kind="stable")
+    versions = []
+    for t in range(steps + 1):
+        end = int(round(len(rows) * (base + t * (1.0 - base) / steps)))
+        name = f"mlv{t}"
+        folder = os.path.join(work, "data", name)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
+            f.write("\n".join([header] + [rows[i] for i in order[:end]]) + "\n")
+        versions.append((name, float(times[order[end - 1]])))
+    return versions
+
+
+def relabelled_features(work: str, name: str) -> dict:
+    """ml-100k-mm's text and image tables with their provenance's dataset set to version `name`."""
+    from mmrecbole.features import FeatureTable, load_or_build_features
+    from mmrecbole.config import Config
+
+    config = Config("MMSASRec", "ml-100k-mm")
+    files = {}
+    for modality in ("text", "image"):
+        table = load_or_build_features("ml-100k-mm", modality, config)
+        path = os.path.join(work, "features", f"{name}-{modality}.npz")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        FeatureTable(table.ids, table.matrix, table.mask, dict(table.provenance, dataset=name), source=path).save(path)
+        files[modality] = path
+    return files
+
+
+def settings_for(model, work, name):
+    settings = {"seed": 2020, "show_progress": False, "state": "WARNING", "data_path": os.path.join(work, "data"),
+                "checkpoint_dir": os.path.join(work, "saved", model, name)}
+    if model.startswith("MM"):
+        settings["mm_feature_files"] = relabelled_features(work, name)
+    return settings
+
+
+def increment_scores(result, work, name, previous_cut, items_before):
+    """Mean NDCG@10 and Recall@20 over the users whose test (last) interaction is later than `previous_cut`, and
+    Recall@20 over those whose test item was not in the previous version."""
+    path = os.path.join(work, "data", name, f"{name}.inter")
+    with open(path, encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    columns = [c.split(":")[0] for c in header.split("\t")]
+    u, i, t = columns.index("user_id"), columns.index("item_id"), columns.index("timestamp")
+    last = {}
+    for row in rows:  # time order: the last row of a user is their test interaction
+        cells = row.split("\t")
+        last[cells[u]] = (cells[i], float(cells[t]))
+    per_user = result["test_per_user"]
+    index = {user: n for n, user in enumerate(per_user["user_id"])}
+    fresh = [user for user, (_, when) in last.items() if when > previous_cut and user in index]
+    new_item = [user for user in fresh if last[user][0] not in items_before]
+    mean = lambda key, users: float(np.mean([per_user[key][index[x]] for x in users])) if users else None  # noqa
+    return {"users": len(fresh), "ndcg@10": mean("ndcg@10", fresh), "recall@20": mean("recall@20", fresh),
+            "new_item_users": len(new_item), "new_item_recall@20": mean("recall@20", new_item)}
+
+
+def items_of(work, name) -> set:
+    with open(os.path.join(work, "data", name, f"{name}.inter"), encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    column = [c.split(":")[0] for c in header.split("\t")].index("item_id")
+    return {r.split("\t")[column] for r in rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "ImplicitALS", "MMSASRec"])
+    parser.add_argument("--base", type=float, default=0.7)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--refit_stopping_step", type=int, default=3)
+    parser.add_argument("--refit_iterations", type=int, default=3,
+                        help="implicit factor models: iterations of the warm-started refit (scratch: their default)")
+    parser.add_argument("--work")
+    parser.add_argument("--out", default="bench/out/refit.json")
+    args = parser.parse_args()
+    from mmrecbole.quick_start import refit, run
+
+    work = args.work or tempfile.mkdtemp(prefix="bench-refit-")
+    versions = write_versions(work, args.base, args.steps)
+    rows = []
+    for model in args.models:
+        base_name = versions[0][0]
+        base = run(model, base_name, config_dict=settings_for(model, work, base_name), console_log=False)
+        previous = base
+        for step in range(1, len(versions)):
+            name, _ = versions[step]
+            previous_name, previous_cut = versions[step - 1]
+            before = items_of(work, previous_name)
+            settings = settings_for(model, work, name)
+            start = time.perf_counter()
+            scratch = run(model, name, config_dict=settings, console_log=False)
+            scratch_wall = time.perf_counter() - start
+            start = time.perf_counter()
+            own = {"iterations": args.refit_iterations} if model in ("ImplicitALS", "ImplicitBPR", "ImplicitLMF") else \
+                {"stopping_step": args.refit_stopping_step}
+            updated = refit(previous["bundle"], name, console_log=False, config_dict={**settings, **own})
+            refit_wall = time.perf_counter() - start
+            row = {"model": model, "step": step, "dataset": name,
+                   "scratch": increment_scores(scratch, work, name, previous_cut, before),
+                   "refit": increment_scores(updated, work, name, previous_cut, before),
+                   "scratch_train_s": round(scratch["train_seconds"], 1), "refit_train_s": round(updated["train_seconds"], 1),
+                   "scratch_wall_s": round(scratch_wall, 1), "refit_wall_s": round(refit_wall, 1),
+                   "scratch_epochs": scratch["epochs_run"], "refit_epochs": updated["epochs_run"]}
+            if model in GRADIENT:
+                stale = refit(base["bundle"], name, console_log=False,
+                              config_dict={**settings, "epochs": 1, "learning_rate": 1e-12})
+                row["stale"] = increment_scores(stale, work, name, previous_cut, before)
+            for key in ("ndcg@10", "recall@20"):
+                row[f"refit_over_scratch_{key}"] = round(row["refit"][key] / row["scratch"][key], 3)
+            row["refit_over_scratch_time"] = round(row["refit_train_s"] / max(row["scratch_train_s"], 1e-9), 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            previous = updated
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump({"base": args.base, "steps": args.steps, "refit_stopping_step": args.refit_stopping_step,
+                   "refit_iterations": args.refit_iterations, "rows": rows}, f, indent=1)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
