@@ -138,14 +138,15 @@ def main():
             scratch = run(model, name, config_dict=settings, console_log=False)
             scratch_wall = time.perf_counter() - start
             start = time.perf_counter()
-            own = {"iterations": args.refit_iterations} if model in ("ImplicitALS", "ImplicitBPR", "ImplicitLMF") else \
-                {"stopping_step": args.refit_stopping_step}
+            factor_model = model in ("ImplicitALS", "ImplicitBPR", "ImplicitLMF")
+            own = {"iterations": args.refit_iterations} if factor_model else {"stopping_step": args.refit_stopping_step}
             updated = refit(previous["bundle"], name, console_log=False, config_dict={**settings, **own})
             refit_wall = time.perf_counter() - start
             row = {"model": model, "step": step, "dataset": name,
                    "scratch": increment_scores(scratch, work, name, previous_cut, before),
                    "refit": increment_scores(updated, work, name, previous_cut, before),
-                   "scratch_train_s": round(scratch["train_seconds"], 1), "refit_train_s": round(updated["train_seconds"], 1),
+                   "scratch_train_s": round(scratch["train_seconds"], 1),
+                   "refit_train_s": round(updated["train_seconds"], 1),
                    "scratch_wall_s": round(scratch_wall, 1), "refit_wall_s": round(refit_wall, 1),
                    "scratch_epochs": scratch["epochs_run"], "refit_epochs": updated["epochs_run"]}
             if model in GRADIENT:
