@@ -181,7 +181,8 @@ def main():
 
     torch.set_num_threads(1)  # one request at a time, as a web worker serves it
     work = tempfile.mkdtemp(prefix="bench-serving-")
-    bundles = {"MMSASRec": args.mmsasrec or train("MMSASRec", work), "ImplicitALS": args.als or train("ImplicitALS", work)}
+    bundles = {"MMSASRec": args.mmsasrec or train("MMSASRec", work),
+               "ImplicitALS": args.als or train("ImplicitALS", work)}
     rng = np.random.default_rng(0)
     rows = [measure(name, path, args, rng) for name, path in bundles.items()]
     for row in rows:
