@@ -169,3 +169,15 @@ def test_cli_settings_are_layered_and_parsed_as_every_configuration(tmp_path):
         load_settings("toy", [], ["--feature_batch_size=lots"])
     with pytest.raises(ConfigError, match="unknown feature setting --epochs"):
         load_settings("toy", [], ["--epochs=3"])
+
+
+def test_only_a_dataset_that_declares_an_image_folder_gets_the_default_posters(tmp_path):
+    from mmrecbole.errors import FeatureError
+    from mmrecbole.features.store import resolve_image_dir
+
+    raw = str(tmp_path / "raw")
+    # ml-100k-mm's property file declares `image_dir: ~`: the posters beside its raw data
+    assert resolve_image_dir("/d/ml-100k-mm", {"image_dir": None, "mm_raw_dir": raw}) == os.path.join(raw, "posters")
+    assert resolve_image_dir("/d/shop", {"image_dir": "pictures"}) == "/d/shop/pictures"
+    with pytest.raises(FeatureError, match="declares no image folder"):  # would have read ml-100k-mm's posters
+        resolve_image_dir("/d/shop", {"mm_raw_dir": raw})

@@ -302,6 +302,11 @@ def test_a_content_duplicate_of_an_item_ranks_next_to_it(planted_mm):
         assert [i.item_id for i in answer.items if i.item_id != "new-1"][:10] == [i.item_id for i in old.items]
     assert recommender.item("new-1")["title"] == "A copy"
     assert recommender.recommend_history(["new-1"], k=3).history_length == 1  # a session may hold the new item
+    saved = Recommender.load(recommender.save(os.path.join(planted_mm[0], "with-new-item.bundle")))
+    assert saved.bundle.meta["rewritten_from"] == os.path.abspath(recommender.bundle.path)
+    for a, b in zip(recommender.recommend(users, k=everything), saved.recommend(users, k=everything)):
+        assert [(i.item_id, i.title) for i in a.items] == [(i.item_id, i.title) for i in b.items]
+        np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], rtol=1e-5, atol=1e-6)
 
 
 def test_a_new_item_of_an_id_model_is_scored_by_its_content_alone(mmsasrec):

@@ -191,10 +191,22 @@ def _plan_text(dataset_name: str, directory: str, settings, path: str) -> Featur
     return FeatureJob(dataset_name, "text", path, provenance, run)
 
 
+def declares(settings, key: str) -> bool:
+    """Whether `settings` (property-file values, or a Config) set `key` at all, if only to null."""
+    final = getattr(settings, "final_config_dict", None)
+    return key in (final if final is not None else (settings or {}))
+
+
 def resolve_image_dir(directory: str, settings) -> str:
-    """``image_dir`` (relative = inside the dataset folder), default ``<mm_raw_dir>/posters``."""
+    """``image_dir`` (relative = inside the dataset folder); null = ``<mm_raw_dir>/posters`` for a dataset whose
+    property file declares ``image_dir`` (ml-100k-mm). A dataset that declares none has no images: without this
+    check it would read ml-100k-mm's posters, whose file names are MovieLens ids."""
     image_dir = setting(settings, "image_dir")
     if image_dir is None:
+        if not declares(settings, "image_dir"):
+            raise FeatureError(f"the dataset in {directory} declares no image folder: image features need image_dir "
+                               "(a folder of <item id>.jpg|.png, relative to the dataset folder) in its property "
+                               "file or as --image_dir=FOLDER; or leave 'image' out of modalities")
         return os.path.join(resolve_raw_dir(setting(settings, "mm_raw_dir"))[0], "posters")
     return os.path.normpath(os.path.join(directory, os.path.expanduser(str(image_dir))))
 

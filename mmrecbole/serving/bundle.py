@@ -147,14 +147,10 @@ def _item_metadata(config, dataset) -> tuple:
                 titles[row] = str(record[title_field]) or None
             if template is not None:
                 texts[row] = template.render(record) or None
-    folder = None
-    # Only a dataset whose property files declare image_dir has images (null there = <mm_raw_dir>/posters); for the
-    # others the default would point at ml-100k-mm's posters, whose file names are ids of another catalogue.
-    if "image_dir" in config.final_config_dict:
-        try:
-            folder = resolve_image_dir(dataset_dir(config["dataset"], config["data_path"]), config)
-        except UserError:
-            folder = None
+    try:  # a dataset that declares no image folder has no images (features.store.resolve_image_dir)
+        folder = resolve_image_dir(dataset_dir(config["dataset"], config["data_path"]), config)
+    except UserError:
+        folder = None
     if folder and os.path.isdir(folder):
         found = images_by_stem(folder)
         for row, token in enumerate(tokens[1:], start=1):
@@ -216,6 +212,29 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
         "train": _training_pairs(model, train_dataset),
         "history": {"indptr": indptr, "items": items, **({"timestamps": times} if times is not None else {})},
         "content": content,
+    }
+    checkpoint.atomic_torch_save(payload, str(path))
+    return str(path)
+
+
+def rewrite(bundle: "Bundle", config, model, path) -> str:
+    """Write `bundle` again with `model`'s current tensors, e.g. after `Recommender.add_items` (the longer
+    catalogue, its feature rows and titles), to `path`; its metadata names the bundle it came from."""
+    meta = {**bundle.meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "rewritten_from": os.path.abspath(bundle.path),
+            "dataset_fingerprint": checkpoint.dataset_fingerprint(BundleDataset(bundle, config))}
+    payload = {
+        "format": FORMAT,
+        "meta_json": json.dumps(meta),
+        "config_json": json.dumps(bundle.config),
+        "training_json": json.dumps(bundle.training),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "other_parameter": checkpoint.encode_other_parameters(model),
+        "ids_json": json.dumps({"users": bundle.user_ids, "items": bundle.item_ids}),
+        "items_json": json.dumps(bundle.items),
+        "train": bundle.train,
+        "history": bundle.history,
+        "content": bundle.content,
     }
     checkpoint.atomic_torch_save(payload, str(path))
     return str(path)

@@ -118,6 +118,10 @@ class Recommender:
 
         return add_item_vectors(self, ids, vectors, metadata)
 
+    def save(self, path) -> str:
+        """Write this recommender as a bundle (with the items added since it was loaded) to `path`."""
+        return bundle_io.rewrite(self.bundle, self.config, self.model, path)
+
     def extend_catalogue(self, added: int) -> None:
         """Rebuild the model over the bundle's (already extended) catalogue: trained tensors keep their values; the
         new items' rows of item-sized tensors are zero (no ID embedding or bias: no interactions), but for the
