@@ -61,8 +61,9 @@ def write_versions(work: str, base: float, steps: int):
     return versions
 
 
-def relabelled_features(work: str, name: str) -> dict:
-    """ml-100k-mm's text and image tables with their provenance's dataset set to version `name`."""
+def relabelled_features(work: str, name: str) -> tuple:
+    """(ml-100k-mm's text and image tables with their provenance's dataset set to version `name`, the text template
+    they were built with: the versions have no property file of their own)."""
     from mmrecbole.features import FeatureTable, load_or_build_features
     from mmrecbole.config import Config
 
@@ -74,7 +75,7 @@ def relabelled_features(work: str, name: str) -> dict:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         FeatureTable(table.ids, table.matrix, table.mask, dict(table.provenance, dataset=name), source=path).save(path)
         files[modality] = path
-    return files
+    return files, config["text_template"]
 
 
 def settings_for(label, work, name):
@@ -82,7 +83,7 @@ def settings_for(label, work, name):
     settings = {"seed": 2020, "show_progress": False, "state": "WARNING", "data_path": os.path.join(work, "data"),
                 "checkpoint_dir": os.path.join(work, "saved", label.replace(" ", "_"), name), **own}
     if model.startswith("MM") and settings.get("modalities", ["text", "image"]):
-        settings["mm_feature_files"] = relabelled_features(work, name)
+        settings["mm_feature_files"], settings["text_template"] = relabelled_features(work, name)
     return settings
 
 
@@ -164,12 +165,17 @@ def main():
             row["refit_over_scratch_time"] = round(row["refit_train_s"] / max(row["scratch_train_s"], 1e-9), 3)
             print(json.dumps(row), flush=True)
             rows.append(row)
+            write_out(args, rows)  # after every row: a crash later keeps what was measured
             previous = updated
+    write_out(args, rows)
+    print(f"written: {args.out}")
+
+
+def write_out(args, rows):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"base": args.base, "steps": args.steps, "refit_stopping_step": args.refit_stopping_step,
                    "refit_iterations": args.refit_iterations, "rows": rows}, f, indent=1)
-    print(f"written: {args.out}")
 
 
 if __name__ == "__main__":

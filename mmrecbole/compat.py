@@ -38,7 +38,7 @@ RECBOLE_TOUCHPOINTS = {
                                  "_generate_train_loss_output, _add_train_loss_to_tensorboard, evaluator, "
                                  "eval_collector",
     "mmrecbole/trainer/fit_once.py": "Trainer: _build_optimizer, _valid_epoch, eval_collector.data_collect",
-    "mmrecbole/serving/bundle.py": "Dataset.inter_feat after build (time-sorted; a SequentialDataset augmented in "
+    "mmrecbole/export.py": "Dataset.inter_feat after build (time-sorted; a SequentialDataset augmented in "
                                    "place: item_length / item_id_list rows), inter_matrix(form='coo'), field2id_token",
     "mmrecbole/serving/recommender.py": "Interaction; a model's USER_ID / ITEM_ID / ITEM_SEQ / ITEM_SEQ_LEN fields and "
                                         "full_sort_predict's input, as the evaluation's dataloaders build it",

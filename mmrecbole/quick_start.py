@@ -20,7 +20,7 @@ from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_datas
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
 from mmrecbole.runs import RunResult
-from mmrecbole.serving import bundle as bundle_io, support as serving_support
+from mmrecbole import export
 from mmrecbole import contract, progress
 from mmrecbole.trainer import make_trainer
 
@@ -98,8 +98,8 @@ def _finish(config, data, train, test, model_obj, trainer, saved, bars, best_val
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
     bundle = None
-    if saved and config["save_bundle"] and serving_support.servable(config.model_class):
-        bundle = bundle_io.write(bundle_io.bundle_path_for(trainer.saved_model_file),
+    if saved and config["save_bundle"] and export.servable(config.model_class):
+        bundle = export.write(export.bundle_path_for(trainer.saved_model_file),
                                  checkpoint_path=trainer.saved_model_file, config=config, dataset=data,
                                  train_dataset=compat.dataset_of(train), model=model_obj)
         logger.info(f"serving bundle: {bundle}")
@@ -174,13 +174,13 @@ def _refit_parent(path):
     """(bundle, checkpoint or None) of the model to refit: a bundle, or a checkpoint with its bundle beside it (the
     bundle holds the raw-id maps the model was trained with; the checkpoint the optimizer state)."""
     path = str(path)
-    bundle_file = path if path.endswith(bundle_io.SUFFIX) else bundle_io.bundle_path_for(path)
+    bundle_file = path if path.endswith(export.SUFFIX) else export.bundle_path_for(path)
     if not os.path.isfile(bundle_file):
         raise CheckpointError(f"no bundle {bundle_file} beside {path}: a refit needs the raw-id maps the model was "
                               "trained with, which its bundle keeps (written after training; for an older checkpoint "
                               "write it with --bundle --checkpoint=PATH before the dataset changes)")
-    parent = bundle_io.read(bundle_file)
-    ckpt_file = path if not path.endswith(bundle_io.SUFFIX) else parent.meta.get("checkpoint", {}).get("path")
+    parent = export.read(bundle_file)
+    ckpt_file = path if not path.endswith(export.SUFFIX) else parent.meta.get("checkpoint", {}).get("path")
     ckpt = checkpoint.read(ckpt_file) if ckpt_file and os.path.isfile(ckpt_file) else None
     return parent, ckpt
 
@@ -252,8 +252,8 @@ def write_bundle(checkpoint_path, path=None) -> str:
     """Write the serving bundle of a saved checkpoint (default: beside it, `<stem>.bundle`): its dataset and split
     are rebuilt once, here, so that serving never needs them."""
     loaded = load_run(checkpoint_path)
-    serving_support.check_servable(loaded.config.model_class)
-    return bundle_io.write(path or bundle_io.bundle_path_for(checkpoint_path), checkpoint_path=checkpoint_path,
+    export.check_servable(loaded.config.model_class)
+    return export.write(path or export.bundle_path_for(checkpoint_path), checkpoint_path=checkpoint_path,
                            config=loaded.config, dataset=loaded.dataset, train_dataset=compat.dataset_of(loaded.train),
                            model=loaded.model)
 

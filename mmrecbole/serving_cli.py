@@ -5,7 +5,8 @@
                 [--include_seen] [--device=cpu|cuda]
     --serve     --checkpoint=PATH [--host=127.0.0.1] [--port=8000] [--device=cpu|cuda]
 
---checkpoint takes a bundle, or a checkpoint whose bundle is used (written beside it first when missing or older).
+--checkpoint takes a bundle, a saved LGBMStacker folder, or a checkpoint whose bundle is used (written beside it
+first when missing or older).
 These flags have their own parser: `--k` here is the list length, not ImplicitItemKNN's `k` setting.
 """
 from __future__ import annotations
@@ -63,9 +64,9 @@ def resolve_bundle(path: str) -> str:
     """A bundle path for --checkpoint: the file itself, or the checkpoint's bundle (written now when it is missing or
     older than the checkpoint)."""
     from mmrecbole import quick_start
-    from mmrecbole.serving.bundle import SUFFIX, bundle_path_for
+    from mmrecbole.export import SUFFIX, bundle_path_for
 
-    if path.endswith(SUFFIX):
+    if path.endswith(SUFFIX) or os.path.isdir(path):  # a bundle, or a saved LGBMStacker folder
         return path
     bundle = bundle_path_for(path)
     if not os.path.isfile(bundle) or (os.path.isfile(path) and os.path.getmtime(bundle) < os.path.getmtime(path)):
@@ -113,11 +114,11 @@ def format_csv(answers) -> str:
 
 
 def _recommend(args) -> int:
-    from mmrecbole.serving import Recommender
+    from mmrecbole import serving
 
     if bool(args.users) == bool(args.history):
         raise ConfigError("--recommend needs exactly one of --users=ID,ID,... and --history=ITEM,ITEM,...")
-    recommender = Recommender.load(resolve_bundle(args.checkpoint), device=args.device)
+    recommender = serving.load(resolve_bundle(args.checkpoint), device=args.device)
     exclude = not args.include_seen
     explain = args.explain or args.format == "table"  # the table always shows the modality shares
     if args.users:
@@ -137,10 +138,10 @@ def _recommend(args) -> int:
 def _serve(args) -> int:
     import uvicorn
 
-    from mmrecbole.serving import Recommender
+    from mmrecbole import serving
     from mmrecbole.serving.http import create_app
 
-    recommender = Recommender.load(resolve_bundle(args.checkpoint), device=args.device)
+    recommender = serving.load(resolve_bundle(args.checkpoint), device=args.device)
     print(f"serving {recommender.model_name} on {recommender.dataset_name} at http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", file=sys.stderr)
     uvicorn.run(create_app(recommender), host=args.host, port=args.port, log_level="warning")
@@ -153,7 +154,7 @@ def main(argv) -> int:
         raise ConfigError("serving needs --checkpoint=PATH (a .bundle, or a checkpoint .pth)")
     if args.bundle:
         from mmrecbole import quick_start
-        from mmrecbole.serving.bundle import bundle_path_for
+        from mmrecbole.export import bundle_path_for
 
         path = quick_start.write_bundle(args.checkpoint, args.output or bundle_path_for(args.checkpoint))
         print(f"written: {os.path.relpath(path)}")

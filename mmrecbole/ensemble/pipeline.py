@@ -20,7 +20,7 @@ import numpy as np
 from mmrecbole import checkpoint, registry
 from mmrecbole.data.build import ensure_dataset_files
 from mmrecbole.features import aligned_features
-from mmrecbole.ensemble import base_models, candidates, evaluation, features, phases
+from mmrecbole.ensemble import base_models, candidates, evaluation, features, phases, serving_reference
 from mmrecbole.ensemble.settings import STACKER_NAME, resolve
 from mmrecbole.ensemble.stacker import LGBMStacker
 from mmrecbole.errors import CheckpointError, DatasetError
@@ -205,6 +205,8 @@ def run(dataset, config_file_list=None, config_dict=None, cmd_dict=None, saved=T
             "shared_settings": settings.shared, "content_modalities_used": list(content),
             "base_models": [{k: b[k] for k in ("label", "model", "config_hash", "checkpoint")}
                             for b in base_summary]})
+        if protocol["save_bundle"]:
+            serving_reference.write(folder, reference, content, [r.checkpoint for r in runs])
         logger.info(f"stacker saved to {folder}")
     users = reference.phases["test"].users[per_user.pop("user_index")]
     tokens = reference.dataset.field2id_token[reference.dataset.uid_field]

@@ -3,7 +3,15 @@
 `mmrecbole.quick_start.write_bundle(checkpoint)` writes `<checkpoint>.bundle` (training writes it too);
 `Recommender.load(bundle)` answers requests (docs/serving.md).
 """
-from mmrecbole.serving.bundle import bundle_path_for
+from mmrecbole.export import bundle_path_for
 from mmrecbole.serving.recommender import RecommendedItem, Recommendations, Recommender
+from mmrecbole.serving.stacker import StackerRecommender, is_stacker_folder
 
-__all__ = ["RecommendedItem", "Recommendations", "Recommender", "bundle_path_for"]
+
+def load(path, device=None):
+    """A saved model ready to answer requests: a bundle (Recommender) or a saved LGBMStacker folder
+    (StackerRecommender)."""
+    return StackerRecommender(path, device) if is_stacker_folder(path) else Recommender.load(path, device=device)
+
+
+__all__ = ["RecommendedItem", "Recommendations", "Recommender", "StackerRecommender", "bundle_path_for", "load"]

@@ -22,7 +22,7 @@ import torch
 from mmrecbole import contract
 from mmrecbole.errors import ServingError, UnknownIdError
 from mmrecbole.serving import bundle as bundle_io
-from mmrecbole.serving.support import check_servable
+from mmrecbole.export import check_servable
 
 
 @dataclass
@@ -261,6 +261,18 @@ class Recommender:
             scores = contract.history_scores(self.model, rows)
         return scores.reshape(len(histories), -1).float().cpu(), interaction
 
+    def masked_scores(self, users, histories, exclude_seen: bool = True) -> tuple:
+        """(scores [batch, item_num] on the CPU, the model input) for internal user ids (None: by history only) and
+        their histories (internal item ids, oldest first): the padding item, and the history's items when
+        `exclude_seen`, at -inf."""
+        with torch.no_grad():
+            scores, interaction = self._scores(users, histories)
+        scores[:, 0] = -torch.inf
+        if exclude_seen:
+            for row, history in enumerate(histories):
+                scores[row, torch.from_numpy(np.asarray(history, dtype=np.int64))] = -torch.inf
+        return scores, interaction
+
     def _pairwise_scores(self, users):
         from recbole.data.interaction import Interaction
 
@@ -279,12 +291,7 @@ class Recommender:
         for start in range(0, len(histories), batch_size):
             batch_users = users[start:start + batch_size] if users is not None else None
             batch = histories[start:start + batch_size]
-            with torch.no_grad():
-                scores, interaction = self._scores(batch_users, batch)
-            scores[:, 0] = -torch.inf  # the padding item
-            if exclude_seen:
-                for row, history in enumerate(batch):
-                    scores[row, torch.from_numpy(np.asarray(history, dtype=np.int64))] = -torch.inf
+            scores, interaction = self.masked_scores(batch_users, batch, exclude_seen)
             top_scores, top_items = torch.topk(scores, k, dim=1)
             explained = explain_batch(self, interaction, batch, top_items) if explain else None
             for row, history in enumerate(batch):
