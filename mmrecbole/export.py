@@ -98,20 +98,6 @@ def _item_frame(config):
     return read_atomic_file(path) if os.path.isfile(path) else None
 
 
-def _feature_provenance(config, modality: str):
-    """The provenance of the stored table a content model was built from (None when it cannot be read now)."""
-    from mmrecbole.errors import UserError
-    from mmrecbole.features.store import feature_path
-    from mmrecbole.features.table import FeatureTable
-
-    files = config["mm_feature_files"] or {}
-    path = files.get(modality) or feature_path(config["dataset"], modality, config["data_path"])
-    try:
-        return FeatureTable.load(path).provenance
-    except (UserError, OSError):
-        return None
-
-
 def _item_metadata(config, dataset) -> tuple:
     """({"title", "text", "image"}: lists indexed by internal item id, None where unknown, row 0 = padding; the
     title column used)."""
@@ -176,12 +162,13 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
     """Write the bundle of `checkpoint_path` (the weights) built with `config`, the full `dataset` (id maps, histories)
     and its training split `train_dataset` (what the model was built from); `model` is the built model (its class and
     type). Returns the path."""
-    from mmrecbole.features.aligned import ITEM_CONTENT_ATTRIBUTE
+    from mmrecbole.features.aligned import ITEM_CONTENT_ATTRIBUTE, ITEM_CONTENT_PROVENANCE
 
     check_servable(type(model))
     ckpt = checkpoint.read(checkpoint_path)
     ckpt.check_matches(config["model"], config["dataset"], checkpoint.dataset_fingerprint(dataset))
     indptr, items, times = _histories(dataset)
+    provenance = getattr(train_dataset, ITEM_CONTENT_PROVENANCE, None) or {}
     content = {modality: {"matrix": torch.as_tensor(matrix).float().cpu(), "mask": torch.as_tensor(mask).bool().cpu()}
                for modality, (matrix, mask) in (getattr(train_dataset, ITEM_CONTENT_ATTRIBUTE, None) or {}).items()}
     metadata, title_field = _item_metadata(config, dataset)
@@ -194,7 +181,7 @@ def write(path, *, checkpoint_path, config, dataset, train_dataset, model) -> st
         "uid_field": dataset.uid_field,
         "iid_field": dataset.iid_field,
         "title_field": title_field,
-        "feature_provenance": {modality: _feature_provenance(config, modality) for modality in content},
+        "feature_provenance": {modality: provenance.get(modality) for modality in content},
         "versions": {"mmrecbole": __version__, "recbole": compat.recbole_version(), "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

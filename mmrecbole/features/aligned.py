@@ -16,10 +16,13 @@ logger = logging.getLogger(__name__)
 
 #: The attribute of a RecBole dataset that holds {modality: (matrix [item_num, d], mask [item_num])}.
 ITEM_CONTENT_ATTRIBUTE = "mm_item_content"
+#: ... and {modality: the provenance of the table it came from} (what a serving bundle records for new items).
+ITEM_CONTENT_PROVENANCE = "mm_item_content_provenance"
 
 
-def aligned_features(config, dataset, modality):
-    """(matrix [item_num, d] float32, mask [item_num] bool) of one modality in RecBole's item order.
+def aligned_features(config, dataset, modality, with_provenance=False):
+    """(matrix [item_num, d] float32, mask [item_num] bool) of one modality in RecBole's item order, and the table's
+    provenance third when `with_provenance`.
 
     `mm_feature_files: {modality: path}` names a precomputed table (FeatureTable .npz) to use as is; otherwise the
     table under dataset/<name>/features/ is reused while its provenance matches, or built now."""
@@ -34,7 +37,7 @@ def aligned_features(config, dataset, modality):
     logger.info(f"{modality} features: {covered}/{len(mask) - 1} items, dim {matrix.shape[1]} ({table.source})")
     if covered == 0:
         raise ConfigError(f"no item of dataset '{config['dataset']}' has {modality} features ({table.source})")
-    return matrix, mask
+    return (matrix, mask, dict(table.provenance or {})) if with_provenance else (matrix, mask)
 
 
 def check_named_table(table: FeatureTable, config, dataset, modality: str) -> None:
@@ -72,10 +75,13 @@ def attach_item_content(config, dataset, modalities=None) -> None:
     """Load the `modalities` (default: config's `modalities`) tables aligned to `dataset` and keep them on it."""
     wanted = checked_modalities(config["modalities"] if modalities is None else modalities)
     tables = dict(getattr(dataset, ITEM_CONTENT_ATTRIBUTE, None) or {})
+    provenance = dict(getattr(dataset, ITEM_CONTENT_PROVENANCE, None) or {})
     for modality in wanted:
         if modality not in tables:
-            tables[modality] = aligned_features(config, dataset, modality)
+            matrix, mask, provenance[modality] = aligned_features(config, dataset, modality, True)
+            tables[modality] = (matrix, mask)
     setattr(dataset, ITEM_CONTENT_ATTRIBUTE, tables)
+    setattr(dataset, ITEM_CONTENT_PROVENANCE, provenance)
 
 
 def item_content(dataset, modality):

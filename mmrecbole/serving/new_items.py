@@ -69,6 +69,7 @@ def add_item_vectors(recommender, ids: Sequence, vectors: Dict[str, Tuple[np.nda
 
 def _encoders(recommender, modalities):
     from mmrecbole.features.store import image_encoder, text_encoder
+    from mmrecbole.features.table import provenance_changes
 
     made = {}
     for modality in modalities:
@@ -82,8 +83,6 @@ def _encoders(recommender, modalities):
             recipe = dict(template=recommender.config["text_template"], **recipe)
         expected = {"encoder": encoder.identity(), "recipe": recipe}
         recorded = {"encoder": provenance.get("encoder"), "recipe": provenance.get("recipe")}
-        from mmrecbole.features.table import provenance_changes
-
         changed = provenance_changes(recorded, expected)
         if changed:
             raise FeatureError(f"the {modality} encoder here differs from the one the model's table was built with "
