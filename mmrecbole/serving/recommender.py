@@ -123,23 +123,17 @@ class Recommender:
         return bundle_io.rewrite(self.bundle, self.config, self.model, path)
 
     def extend_catalogue(self, added: int) -> None:
-        """Rebuild the model over the bundle's (already extended) catalogue: trained tensors keep their values; the
-        new items' rows of item-sized tensors are zero (no ID embedding or bias: no interactions), but for the
-        feature buffers, which the rebuilt model computed from their content."""
-        old_items, old_state = self.n_items, self.model.state_dict()
+        """Rebuild the model over the bundle's (already extended) catalogue, carrying the trained tensors over as a
+        refit does (mmrecbole.id_transfer): the new items' rows of item-indexed tensors are zero (no ID embedding or
+        bias: no interactions), their feature rows are the rebuilt model's, computed from their content."""
+        from mmrecbole.id_transfer import IdMap, transfer_state
+
+        ids = self.bundle
+        users = IdMap.between(ids.user_ids, ids.user_ids)
+        items = IdMap.between(ids.item_ids[:len(ids.item_ids) - added], ids.item_ids)
         model = self.config.model_class(self.config, bundle_io.BundleDataset(self.bundle, self.config))
-        state = {}
-        for key, fresh in model.state_dict().items():
-            old = old_state[key].cpu()
-            if old.shape == fresh.shape:
-                state[key] = old
-            elif old.shape[0] == old_items and fresh.shape[0] == old_items + added and old.shape[1:] == fresh.shape[1:]:
-                content = key.rsplit(".", 1)[-1].startswith(("features_", "mask_"))
-                new_rows = fresh[old_items:] if content else torch.zeros_like(fresh[old_items:])
-                state[key] = torch.cat([old, new_rows.cpu()])
-            else:
-                raise ServingError(f"cannot extend {self.model_name}'s {key} from {tuple(old.shape)} to "
-                                   f"{tuple(fresh.shape)} for {added} new items")
+        state = transfer_state({k: v.cpu() for k, v in self.model.state_dict().items()}, model.state_dict(), users,
+                               items)
         model.load_state_dict(state)
         self.model = model.to(self.config["device"]).eval()
         self.n_items = len(self.bundle.item_ids)
