@@ -58,3 +58,9 @@ def test_sequential_full_ranking_batches_are_bounded_in_scores_and_change_no_met
     chunked = run("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 7}, console_log=False)
     whole = run("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 1000}, console_log=False)
     assert chunked["test"] == whole["test"] and chunked["valid"] == whole["valid"]
+    capped = Config("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 1000,
+                                                       "eval_sequence_rows": 9})
+    assert max(len(b[0]) for b in build(capped)[3]) == 9  # the row cap wins over a larger score budget
+    rows_capped = run("SASRec", "planted", config_dict={**settings, "eval_batch_size": 41 * 1000,
+                                                        "eval_sequence_rows": 9}, console_log=False)
+    assert rows_capped["test"] == whole["test"] and rows_capped["valid"] == whole["valid"]

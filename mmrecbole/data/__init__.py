@@ -8,11 +8,14 @@ from typing import Callable, Dict, Optional
 
 from mmrecbole import DATASET_DIR
 from mmrecbole.data.atomic_files import atomic_path, read_atomic_file, read_header, write_atomic_file
-from mmrecbole.data.ml100k_mm import BuildResult, build_ml100k_mm, resolve_raw_dir
+from mmrecbole.data.amazon_office import build_amazon_office
+from mmrecbole.data.manifest import BuildResult
+from mmrecbole.data.ml100k_mm import build_ml100k_mm, resolve_raw_dir
 from mmrecbole.errors import DatasetError
 
 #: Datasets this package can generate from raw sources; any other dataset must already exist as atomic files.
-DATASET_BUILDERS: Dict[str, Callable[..., BuildResult]] = {"ml-100k-mm": build_ml100k_mm}
+DATASET_BUILDERS: Dict[str, Callable[..., BuildResult]] = {"ml-100k-mm": build_ml100k_mm,
+                                                          "amazon-office": build_amazon_office}
 
 
 def dataset_dir(dataset_name: str, data_path: Optional[str] = None) -> str:
@@ -52,6 +55,7 @@ def prepare_dataset(
 __all__ = [
     "BuildResult",
     "DATASET_BUILDERS",
+    "build_amazon_office",
     "atomic_path",
     "build_ml100k_mm",
     "dataset_dir",

@@ -14,12 +14,12 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from mmrecbole import DATASET_DIR, PROJECT_ROOT
 from mmrecbole.data.atomic_files import atomic_path, read_atomic_file, read_header, write_atomic_file
-from mmrecbole.data.fileio import sha256_file, write_atomically, write_text_atomically
+from mmrecbole.data.fileio import sha256_file, write_atomically
+from mmrecbole.data.manifest import BuildResult, is_up_to_date, write_manifest
 from mmrecbole.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ DATASET_NAME = "ml-100k-mm"
 #: Bump when the output format or cleaning rules change: outputs built by an older builder are rebuilt.
 BUILDER_VERSION = 1
 RAW_DIR_ENV = "MMRECBOLE_RAW_DIR"
-MANIFEST_NAME = "build_manifest.json"
 
 ITEM_HEADER = (
     ("item_id", "token"),
@@ -43,17 +42,6 @@ ITEM_HEADER = (
 _UNKNOWN_VALUES = {"unknown", "unkonwn"}
 # IMDB's page text for titles without a plot (51 entries of plots.json, Star Wars among them): not a plot.
 _PLACEHOLDER_PLOT_PREFIX = "It looks like we don't have any Plot Summaries"
-
-
-@dataclass
-class BuildResult:
-    """What ``build_ml100k_mm`` produced: paths, whether it wrote anything, and counts for the log."""
-
-    out_dir: str
-    inter_path: str
-    item_path: str
-    rebuilt: bool
-    stats: Dict[str, int] = field(default_factory=dict)
 
 
 def default_raw_dir() -> str:
@@ -103,21 +91,6 @@ def _raw_inputs(raw_dir: Optional[str]) -> Dict[str, str]:
     _require_file(inputs["item"], "recbole's ml-100k item table", reinstall)
     _require_file(inputs["plots"], "ml-100k-mm plots file", point_elsewhere)
     return inputs
-
-
-def _is_up_to_date(manifest_path: str, input_hashes: Dict[str, str], outputs: Dict[str, str]) -> bool:
-    try:
-        with open(manifest_path, "r", encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if manifest.get("builder_version") != BUILDER_VERSION or manifest.get("inputs") != input_hashes:
-        return False
-    for name, path in outputs.items():
-        # Hashing the outputs too catches a hand-edited or truncated file.
-        if not os.path.isfile(path) or manifest.get("outputs", {}).get(name) != sha256_file(path):
-            return False
-    return True
 
 
 def _clean_scalar(value) -> str:
@@ -197,8 +170,7 @@ def build_ml100k_mm(out_dir: Optional[str] = None, raw_dir: Optional[str] = None
     }
     inputs = _raw_inputs(raw_dir)
     input_hashes = {name: sha256_file(path) for name, path in inputs.items()}
-    manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-    if not force and _is_up_to_date(manifest_path, input_hashes, outputs):
+    if not force and is_up_to_date(out_dir, BUILDER_VERSION, input_hashes, outputs):
         logger.debug("ml-100k-mm is up to date in %s", out_dir)
         return BuildResult(out_dir, outputs["inter"], outputs["item"], rebuilt=False)
 
@@ -213,14 +185,6 @@ def build_ml100k_mm(out_dir: Optional[str] = None, raw_dir: Optional[str] = None
     os.makedirs(out_dir, exist_ok=True)
     write_atomically(outputs["inter"], lambda handle: handle.write(inter_bytes))
     write_atomic_file(outputs["item"], ITEM_HEADER, rows)
-    manifest = {
-        "dataset": DATASET_NAME,
-        "builder_version": BUILDER_VERSION,
-        "inputs": input_hashes,
-        "input_paths": inputs,
-        "outputs": {name: sha256_file(path) for name, path in outputs.items()},
-        "stats": stats,
-    }
-    write_text_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_manifest(out_dir, DATASET_NAME, BUILDER_VERSION, inputs, input_hashes, outputs, stats)
     logger.info("built %s in %s: %s", DATASET_NAME, out_dir, stats)
     return BuildResult(out_dir, outputs["inter"], outputs["item"], rebuilt=True, stats=stats)

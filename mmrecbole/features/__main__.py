@@ -1,7 +1,7 @@
 """``python -m mmrecbole.features``: build and inspect item feature tables.
 
   extract --dataset=ml-100k-mm --modality=text|image|all [--force] [--key=value ...]
-  inspect --dataset=ml-100k-mm [--items=50,1] [--k=5] [--key=value ...]
+  inspect --dataset=ml-100k-mm [--items=50,1] [--k=5] [--key=value ...]  (default items: the two most popular)
 
 Settings come from ``properties/dataset/<dataset>.yaml`` (when present), then ``--config_files``, then
 ``--key=value`` flags (values parsed as YAML, as for models; only feature keys and data_path/ITEM_ID_FIELD are
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help="show full tracebacks")
     extract.add_argument("--modality", default="all", choices=("text", "image", "all"))
     extract.add_argument("--force", action="store_true", help="rebuild even when the stored table is up to date")
-    inspect.add_argument("--items", default="50,1", help="raw item ids whose neighbours to list (default: 50,1)")
+    inspect.add_argument("--items", default="", help="raw item ids whose neighbours to list, e.g. 50,1 (default: "
+                                                     "the dataset's two most popular items)")
     inspect.add_argument("--k", type=int, default=5, help="neighbours per item (default: 5)")
     return parser
 
@@ -80,9 +81,9 @@ def load_settings(dataset: str, config_files: Sequence[str], flags: Sequence[str
 
 
 def cmd_extract(args, settings) -> None:
-    from mmrecbole.features.store import MODALITIES, materialize, plan_features
+    from mmrecbole.features.store import dataset_modalities, materialize, plan_features
 
-    for modality in MODALITIES if args.modality == "all" else (args.modality,):
+    for modality in dataset_modalities(settings) if args.modality == "all" else (args.modality,):
         table, action = materialize(plan_features(args.dataset, modality, settings), force=args.force)
         present, total = table.coverage()
         print(f"{modality}: {action}: {present}/{total} items have it, dim {table.dim} -> {table.source}")
@@ -97,7 +98,8 @@ def _titles(dataset: str, settings) -> Dict[str, str]:
         return {}
     frame = read_atomic_file(item_file)
     id_field = setting(settings, "ITEM_ID_FIELD")
-    title = next((c for c in ("movie_title", "title", "name") if c in frame.columns), None)
+    title = settings.get("item_title_field") or next((c for c in ("movie_title", "title", "name")
+                                                      if c in frame.columns), None)
     if title is None:
         return {}
     year = frame["release_year"] if "release_year" in frame.columns else [""] * len(frame)
@@ -119,12 +121,12 @@ def nearest_neighbours(table, item_id: str, k: int) -> Optional[List[tuple]]:
 
 def cmd_inspect(args, settings) -> None:
     from mmrecbole.data import atomic_path, read_atomic_file
-    from mmrecbole.features.store import MODALITIES, plan_features, setting, stored_status
+    from mmrecbole.features.store import dataset_modalities, plan_features, setting, stored_status
 
     titles = _titles(args.dataset, settings)
     id_field = setting(settings, "ITEM_ID_FIELD")
     tables = {}
-    for modality in MODALITIES:
+    for modality in dataset_modalities(settings):
         job = plan_features(args.dataset, modality, settings)
         table, status = stored_status(job)
         if table is None:
@@ -139,8 +141,12 @@ def cmd_inspect(args, settings) -> None:
         present, total = table.coverage()
         print(f"{modality}: {status}; {present} of {total} items have it, {total - present} lack it; "
               f"{covered:.1%} of {len(inter)} interactions are on items that have it; dim {table.dim}")
-    for item_id in [i.strip() for i in args.items.split(",") if i.strip()]:
+    asked = [i.strip() for i in args.items.split(",") if i.strip()]
+    for item_id in asked or (inter.value_counts().index[:2].tolist() if tables else []):
         print(f"\nnearest neighbours of item {item_id} {titles.get(item_id, '')}".rstrip())
+        if not any(item_id in table._row_of for table in tables.values()):
+            print(f"  not an item of {args.dataset}")
+            continue
         for modality, table in tables.items():
             neighbours = nearest_neighbours(table, item_id, args.k)
             if neighbours is None:

@@ -197,6 +197,12 @@ def declares(settings, key: str) -> bool:
     return key in (final if final is not None else (settings or {}))
 
 
+def dataset_modalities(settings) -> tuple:
+    """The modalities a dataset has: text always (a template over its .item columns), image when its property file
+    declares ``image_dir`` (even as null) or one is given."""
+    return MODALITIES if declares(settings, "image_dir") else ("text",)
+
+
 def resolve_image_dir(directory: str, settings) -> str:
     """``image_dir`` (relative = inside the dataset folder); null = ``<mm_raw_dir>/posters`` for a dataset whose
     property file declares ``image_dir`` (ml-100k-mm). A dataset that declares none has no images: without this

@@ -88,7 +88,8 @@ def _protocol(spec) -> str:
     config = Config(entry.name, spec.dataset, config_dict=spec.row_settings(entry, spec.seeds[0]))
     split = config["eval_args"]
     masking = ("every seen item masked for every model: the user's training items at validation, training + "
-               "validation items at test" if config["mask_seen_items"] else "RecBole's masking")
+               "validation items at test" if config["mask_seen_items"] else "no item masked for any model: items the user "
+               "has seen stay candidates, the published protocol of UniSRec, VQ-Rec and MISSRec")
     cold = (f"; cold-start mode: {config['cold_start_item_ratio']:.0%} of items held out of training, test = "
             "interactions targeting them") if config["cold_start_item_ratio"] else ""
     return (f"split {split['split']}, order {split['order']}, {split['mode']['test']} ranking over all items "
