@@ -135,6 +135,19 @@ def test_pool_is_the_union_of_top_n_with_scores_ranks_and_sentinels():
     assert ranked.tolist() == [[5, 3, 4, 2, 0], [4, 1, 2, 0, 0]]  # ties keep pool order; short lists padded
 
 
+def test_top_n_breaks_ties_by_item_id_whatever_the_batch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(64, 300)).astype(np.float32)  # Pop-like integer scores: ties everywhere
+    scores[:, 0] = -np.inf
+    values, items = candidates.top_n_items(torch.from_numpy(scores), 20)
+    expected = np.lexsort((np.broadcast_to(np.arange(300), scores.shape), -scores.astype(np.float64)))[:, :20]
+    assert (items == expected).all() and (values == np.take_along_axis(scores, expected, axis=1)).all()
+    halves = [candidates.top_n_items(torch.from_numpy(scores[rows]), 20)[1] for rows in (slice(0, 7), slice(7, None))]
+    assert (np.concatenate(halves) == items).all()
+
+
 # -- the pipeline on planted data ---------------------------------------------------------------------------------
 def stacker_settings(data_path, files, work):
     return {**FAST, "topk": [5, 10], "metrics": ["Recall", "NDCG", "Hit", "ItemCoverage", "AveragePopularity"],

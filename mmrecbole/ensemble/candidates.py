@@ -86,15 +86,33 @@ class CandidatePool:
         return CandidatePool(self.phase, offsets, self.items[mask], self.proposed[mask], self.labels)
 
 
+def top_n_items(scores: torch.Tensor, n: int):
+    """(values, item ids) [rows, n] of each row's n best scores, equal scores by item id (lowest first).
+
+    torch.topk orders tied scores its own way, which changes with the batch's shape and the CPU: a pool built from
+    its ties would differ between the pipeline's evaluation batches and serving's (Pop's integer counts, items with
+    identical factors). Only rows with a tie across the n-th place are sorted in full."""
+    values, items = torch.topk(scores, n, dim=1)
+    kth = values[:, -1:]
+    crossing = ((scores == kth).sum(dim=1) > (values == kth).sum(dim=1)).nonzero().flatten()
+    if len(crossing):
+        sorted_values, sorted_items = torch.sort(scores[crossing], dim=1, descending=True, stable=True)
+        values[crossing], items[crossing] = sorted_values[:, :n], sorted_items[:, :n]
+    values, items = values.numpy(), items.numpy()
+    order = np.lexsort((items, -values.astype(np.float64)), axis=1)
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(items, order, axis=1)
+
+
 def top_n(scorer: BaseScorer, phase, n: int) -> np.ndarray:
-    """[n_users, n] each user's top-n item ids by the model's masked scores (-1 where fewer unseen items)."""
+    """[n_users, n] each user's top-n item ids by the model's masked scores, ties by item id (-1 where fewer unseen
+    items)."""
     out = np.full((len(phase.users), n), -1, dtype=np.int64)
     seen = np.zeros(len(phase.users), dtype=bool)
     for users, scores in scorer.batches(phase.name):
         rows = _rows_of(users, phase.users, scorer.label, phase.name)
-        values, items = torch.topk(scores, min(n, scores.shape[1]), dim=1)
-        items[~torch.isfinite(values)] = -1
-        out[rows, : items.shape[1]] = items.numpy()
+        values, items = top_n_items(scores, min(n, scores.shape[1]))
+        items[~np.isfinite(values)] = -1
+        out[rows, : items.shape[1]] = items
         seen[rows] = True
     if not seen.all():
         raise DatasetError(f"base model {scorer.label} scores {int(seen.sum())} of the {len(seen)} users of the "
