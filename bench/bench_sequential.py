@@ -13,6 +13,9 @@
               validation-selected epoch leave test quality behind? Means over fixed epoch ranges, paired by seed.
   eval        full-ranking test evaluation of one trained model on a large synthetic catalog: RecBole's batching
               (eval_batch_size counts sequences) vs ours (it counts scores), seconds and peak memory.
+  evalrows    validation evaluation of MMSASRec (text) on real datasets with eval_sequence_rows uncapped (one batch
+              of eval_batch_size scores) vs 256 vs 64 rows, interleaved repeats in one process: seconds, ratio to
+              uncapped, and the metric (identical by construction, checked).
 
 Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--variants ours-all-positions ...]
            (ttq also prints test NDCG@10 by users' training-history length, for the seeds with per-user values)
@@ -22,6 +25,7 @@ Usage: .venv/bin/python bench/bench_sequential.py ttq --seeds 2020 2021 2022 [--
        .venv/bin/python bench/bench_sequential.py curves --seeds 2020 2021 2022 2023 2024 --epochs 60 \
            --variants ours-all-positions ours-all-positions-shift
        .venv/bin/python bench/bench_sequential.py eval --items 50000 --sizes 250000
+       .venv/bin/python bench/bench_sequential.py evalrows --datasets ml-100k-mm amazon-office --repeats 3
 Each run is a child process (clean RecBole state, own peak memory). Results go to bench/out/sequential-<mode>.json.
 """
 import argparse
@@ -392,6 +396,43 @@ def evaluation(args, workdir):
     return {"items": args.items, "interactions": args.sizes[0], "runs": out}
 
 
+def evaluation_rows(args, workdir):
+    import torch
+
+    from mmrecbole.config import Config
+    from mmrecbole.quick_start import build
+    from mmrecbole.trainer import make_trainer
+
+    torch.set_num_threads(args.threads)
+    caps = {"uncapped": 10 ** 9, "256 rows": 256, "64 rows": 64}
+    out = {}
+    for dataset in args.datasets:
+        trainers = {}
+        for label, cap in caps.items():
+            config = Config("MMSASRec", dataset, config_dict={"modalities": ["text"], "state": "WARNING",
+                                                              "show_progress": False, "eval_sequence_rows": cap,
+                                                              "checkpoint_dir": workdir})
+            _, _, valid, _, model = build(config)
+            trainers[label] = (make_trainer(config, model), valid)
+        seconds = {label: [] for label in caps}
+        metric = {}
+        for repeat in range(args.repeats + 1):  # the first round warms up (allocator, caches) and is not counted
+            for label, (trainer, valid) in trainers.items():
+                start = time.perf_counter()
+                result = trainer.evaluate(valid, load_best_model=False)
+                if repeat:
+                    seconds[label].append(time.perf_counter() - start)
+                metric[label] = result["ndcg@10"]
+        base = min(seconds["uncapped"])
+        for label in caps:
+            print(f"{dataset:14s} {label:9s} {len(trainers[label][1]):3d} batches  best {min(seconds[label]):5.2f} s "
+                  f"(x{min(seconds[label]) / base:.2f} of uncapped)  valid ndcg@10 {metric[label]:.6f}", flush=True)
+        if len(set(metric.values())) != 1:
+            raise SystemExit(f"{dataset}: the row cap changed the metric: {metric}")
+        out[dataset] = {"seconds": seconds, "ndcg@10": metric}
+    return out
+
+
 def curves(args, workdir):
     """Per-epoch validation and test NDCG@10 of each variant and seed (args.epochs epochs, no early stopping)."""
     import statistics
@@ -465,8 +506,9 @@ def curves(args, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["ttq", "throughput", "options", "scale", "eval", "curves"])
+    parser.add_argument("mode", choices=["ttq", "throughput", "options", "scale", "eval", "evalrows", "curves"])
     parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k-mm", "amazon-office"], help="evalrows' datasets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["ours-all-positions"],
@@ -475,13 +517,13 @@ def main():
                              "variants to trace, differences taken against the first")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="curves: torch threads per run")
+    parser.add_argument("--threads", type=int, default=2, help="curves, evalrows: torch threads per run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         modes = {"ttq": ttq, "throughput": throughput, "options": options, "scale": scale, "eval": evaluation,
-                 "curves": curves}
+                 "evalrows": evaluation_rows, "curves": curves}
         result = modes[args.mode](args, workdir)
     os.makedirs(os.path.join(PROJECT, "bench", "out"), exist_ok=True)
     with open(os.path.join(PROJECT, "bench", "out", f"sequential-{args.mode}.json"), "w") as f:
