@@ -172,7 +172,8 @@ NUMERIC_RANGES = {
     "cold_start_item_ratio": _PROBABILITY,
     "edge_prune_ratio": _PROBABILITY,
     **{key: _AT_LEAST_ONE for key in ("epochs", "train_batch_size", "eval_batch_size", "eval_sequence_rows",
-                                      "embedding_size", "hidden_size", "inner_size", "n_heads", "num_layers", "stopping_step", "eval_step",
+                                      "embedding_size", "hidden_size", "inner_size", "n_heads", "num_layers",
+                                      "stopping_step", "eval_step",
                                       "MAX_ITEM_LIST_LENGTH")},
 }
 
