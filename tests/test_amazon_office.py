@@ -62,9 +62,9 @@ def test_builds_atomic_files_in_file_order(tmp_path, raw_dir):
 
 @pytest.mark.parametrize("model", ["BPR", "MMSASRec"])
 def test_split_equals_the_files_own_split_despite_same_day_ties(tmp_path, raw_dir, model):
-    config = Config(model, "amazon-office", config_dict={**FAST, "data_path": str(tmp_path / "data"),
-                                                         "mm_raw_dir": raw_dir, "modalities": []}
-                    if model == "MMSASRec" else {**FAST, "data_path": str(tmp_path / "data"), "mm_raw_dir": raw_dir})
+    settings = {**FAST, "data_path": str(tmp_path / "data"), "mm_raw_dir": raw_dir}
+    config = Config(model, "amazon-office",
+                    config_dict={**settings, "modalities": []} if model == "MMSASRec" else settings)
     targets, _ = split_targets(config)
     expected = {str(u): (("M500", "A100") if u % 2 else ("Z900", "M500")) for u in range(1, 25)}
     assert targets == expected
