@@ -1,7 +1,9 @@
-"""Periodic updates on ml-100k-mm, simulated by time (issue 21): stale vs refit vs retraining from scratch.
+"""Periodic updates on ml-100k-mm or amazon-office (--dataset), simulated by time (issue 21): stale vs refit vs
+retraining from scratch.
 
 The interactions, in time order, are cut into a base period (--base, default the first 70%) and --steps equal
-increments; version t (datasets mlv0..mlvK under --work) holds everything up to the end of increment t. Per model:
+increments; version t (datasets mlv0..mlvK, or aov0..aovK for amazon-office, under --work) holds everything up to the
+end of increment t (amazon-office's same-day ties keep the file's order, which is its time order). Per model:
   scratch   trained from scratch on version t (its defaults, seed 2020)
   refit     quick_start.refit of the previous step's refit (step 1: of the base model) on version t, early stopping
             after --refit_stopping_step evaluations without improvement (implicit's factor models: a warm-started
@@ -11,13 +13,13 @@ increments; version t (datasets mlv0..mlvK under --work) holds everything up to 
 Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
 interaction lies in increment t (the users the update is for): NDCG@10 and Recall@20, plus Recall@20 over the users
 whose test item is new in increment t (content models can rank those; ID models cannot). Seconds: training time of
-refit and scratch. The content model reads ml-100k-mm's feature tables, relabelled per version (the items' texts and
-posters do not change between versions).
+refit and scratch. The content model reads the dataset's feature tables (ml-100k-mm: text and posters;
+amazon-office: text), relabelled per version (the items' content does not change between versions).
 
 Goal (the issue): refit >= 0.98 x scratch quality at <= 0.25 x its time at every step, and clearly above stale.
 
-Usage: .venv/bin/python bench/bench_refit.py [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3]
-       [--refit_stopping_step 3] [--refit_iterations 3] [--work DIR] [--out bench/out/refit.json]
+Usage: .venv/bin/python bench/bench_refit.py [--dataset ml-100k-mm|amazon-office]
+       [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3] [--refit_stopping_step 3] [--refit_iterations 3] [--work DIR] [--out bench/out/refit.json]
 """
 import argparse
 import json
@@ -35,15 +37,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 VARIANTS = {"SASRec (ID only)": ("MMSASRec", {"modalities": []}), "MMSASRec": ("MMSASRec", {}),
             "ImplicitALS": ("ImplicitALS", {})}
 GRADIENT = {"MMSASRec", "MMGRU4Rec", "SASRec", "GRU4Rec", "BPR", "LightGCN", "VBPR", "FREEDOM"}
+#: Source dataset -> (prefix of its version names, its modalities).
+SOURCES = {"ml-100k-mm": ("mlv", ("text", "image")), "amazon-office": ("aov", ("text",))}
 
 
-def write_versions(work: str, base: float, steps: int):
+def write_versions(work: str, base: float, steps: int, dataset: str):
     """[(name, cut time)] of the versions, written as atomic files under work/data (rows in time order, ties in file
     order, as RecBole sorts them)."""
     from mmrecbole.data import dataset_dir, prepare_dataset
 
-    prepare_dataset("ml-100k-mm")
-    source = os.path.join(dataset_dir("ml-100k-mm"), "ml-100k-mm.inter")
+    prepare_dataset(dataset)
+    source = os.path.join(dataset_dir(dataset), f"{dataset}.inter")
     with open(source, encoding="utf-8") as f:
         header, *rows = f.read().splitlines()
     time_column = [c.split(":")[0] for c in header.split("\t")].index("timestamp")
@@ -52,7 +56,7 @@ def write_versions(work: str, base: float, steps: int):
     versions = []
     for t in range(steps + 1):
         end = int(round(len(rows) * (base + t * (1.0 - base) / steps)))
-        name = f"mlv{t}"
+        name = f"{SOURCES[dataset][0]}{t}"
         folder = os.path.join(work, "data", name)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
@@ -61,16 +65,17 @@ def write_versions(work: str, base: float, steps: int):
     return versions
 
 
-def relabelled_features(work: str, name: str) -> tuple:
-    """(ml-100k-mm's text and image tables with their provenance's dataset set to version `name`, the text template
+def relabelled_features(work: str, name: str, dataset: str) -> tuple:
+    """(the source dataset's feature tables with their provenance's dataset set to version `name`, the text template
     they were built with: the versions have no property file of their own)."""
     from mmrecbole.features import FeatureTable, load_or_build_features
     from mmrecbole.config import Config
 
-    config = Config("MMSASRec", "ml-100k-mm")
+    modalities = list(SOURCES[dataset][1])
+    config = Config("MMSASRec", dataset, config_dict={"modalities": modalities})
     files = {}
-    for modality in ("text", "image"):
-        table = load_or_build_features("ml-100k-mm", modality, config)
+    for modality in modalities:
+        table = load_or_build_features(dataset, modality, config)
         path = os.path.join(work, "features", f"{name}-{modality}.npz")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         FeatureTable(table.ids, table.matrix, table.mask, dict(table.provenance, dataset=name), source=path).save(path)
@@ -78,12 +83,14 @@ def relabelled_features(work: str, name: str) -> tuple:
     return files, config["text_template"]
 
 
-def settings_for(label, work, name):
+def settings_for(label, work, name, dataset):
     model, own = VARIANTS[label]
     settings = {"seed": 2020, "show_progress": False, "state": "WARNING", "data_path": os.path.join(work, "data"),
                 "checkpoint_dir": os.path.join(work, "saved", label.replace(" ", "_"), name), **own}
-    if model.startswith("MM") and settings.get("modalities", ["text", "image"]):
-        settings["mm_feature_files"], settings["text_template"] = relabelled_features(work, name)
+    if model.startswith("MM") and "modalities" not in own:
+        settings["modalities"] = list(SOURCES[dataset][1])
+    if model.startswith("MM") and settings["modalities"]:
+        settings["mm_feature_files"], settings["text_template"] = relabelled_features(work, name, dataset)
     return settings
 
 
@@ -117,6 +124,7 @@ def items_of(work, name) -> set:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="ml-100k-mm", choices=list(SOURCES))
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--base", type=float, default=0.7)
     parser.add_argument("--steps", type=int, default=3)
@@ -129,18 +137,18 @@ def main():
     from mmrecbole.quick_start import refit, run
 
     work = args.work or tempfile.mkdtemp(prefix="bench-refit-")
-    versions = write_versions(work, args.base, args.steps)
+    versions = write_versions(work, args.base, args.steps, args.dataset)
     rows = []
     for label in args.models:
         model = VARIANTS[label][0]
         base_name = versions[0][0]
-        base = run(model, base_name, config_dict=settings_for(label, work, base_name), console_log=False)
+        base = run(model, base_name, config_dict=settings_for(label, work, base_name, args.dataset), console_log=False)
         previous = base
         for step in range(1, len(versions)):
             name, _ = versions[step]
             previous_name, previous_cut = versions[step - 1]
             before = items_of(work, previous_name)
-            settings = settings_for(label, work, name)
+            settings = settings_for(label, work, name, args.dataset)
             start = time.perf_counter()
             scratch = run(model, name, config_dict=settings, console_log=False)
             scratch_wall = time.perf_counter() - start
@@ -174,7 +182,8 @@ def main():
 def write_out(args, rows):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"base": args.base, "steps": args.steps, "refit_stopping_step": args.refit_stopping_step,
+        json.dump({"dataset": args.dataset, "base": args.base, "steps": args.steps,
+                   "refit_stopping_step": args.refit_stopping_step,
                    "refit_iterations": args.refit_iterations, "rows": rows}, f, indent=1)
 
 

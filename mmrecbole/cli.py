@@ -78,6 +78,9 @@ def build_parser(with_models: bool = False) -> argparse.ArgumentParser:
                         help="with --tune or a leaderboard: Optuna storage (default sqlite under "
                              "<checkpoint_dir>/tuning/, a board's under leaderboards/<dataset>/tuning/; an RDB URL "
                              "lets several processes share one study)")
+    parser.add_argument("--workers", metavar="N",
+                        help="leaderboards: runs at a time, an integer >= 1 or auto (overrides the file's jobs; auto: "
+                             "one per GPU, each child its own device; on the CPU 1 up to 4 cores, else cores // 4)")
     parser.add_argument("--no_save", action="store_true",
                         help="do not write checkpoints (test then uses the last epoch, not the best)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -158,6 +161,13 @@ def _report_checkpoint(result: dict) -> str:
     ])
 
 
+def _int_or_text(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _leaderboard(args, overrides, argv) -> int:
     from mmrecbole import PROJECT_ROOT
     from mmrecbole.leaderboard import load_spec, quick_spec, run_leaderboard
@@ -185,6 +195,10 @@ def _leaderboard(args, overrides, argv) -> int:
                           tune_trials=args.trials if args.tune else None)
     if args.storage:
         spec.storage = args.storage
+    if args.workers is not None:
+        from mmrecbole.leaderboard.spec import resolve_jobs
+
+        spec.jobs = resolve_jobs(args.workers if args.workers == "auto" else _int_or_text(args.workers), "--workers")
     outcome = run_leaderboard(spec, force=args.force, report_only=args.report_only)
     report = outcome["report"]
     print()
@@ -273,6 +287,9 @@ def _main(argv) -> int:
         return 0
     if args.leaderboard or (args.model and ("," in args.model or args.seeds is not None)):
         return _leaderboard(args, overrides, argv)
+    if args.workers is not None:
+        raise ConfigError("--workers goes with a leaderboard (--leaderboard=FILE, or --model=A,B --seeds=N); one "
+                          "run uses the machine's cores itself")
     if args.tune or args.trials is not None or args.storage:
         return _tune(args, overrides, texts)
     if not args.model:

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from mmrecbole import __version__, checkpoint, compat
+from mmrecbole.data.atomic_files import TITLE_COLUMNS
 from mmrecbole.errors import CheckpointError
 
 FORMAT = "mmrecbole-bundle/1"
 SUFFIX = ".bundle"
-#: Columns tried, in order, for an item's title when `item_title_field` is not set.
-TITLE_COLUMNS = ("title", "movie_title", "name", "item_name")
 
 
 def bundle_path_for(checkpoint_path: str) -> str:

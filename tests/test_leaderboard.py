@@ -13,6 +13,7 @@ from mmrecbole.config import Config
 from mmrecbole.errors import ConfigError
 from mmrecbole.leaderboard import LeaderboardSpec, ModelEntry, load_spec, run_leaderboard
 from mmrecbole.leaderboard import runner as runner_module
+from mmrecbole.leaderboard.scheduling import start_order
 from mmrecbole import provenance, runs
 from mmrecbole.leaderboard import report, stats
 from mmrecbole.leaderboard.stats import choose_baseline
@@ -140,13 +141,14 @@ def test_rerun_uses_the_cache_and_a_changed_row_reruns_alone(board, monkeypatch)
     assert len(outcome["runs"]) == 6
 
 
-def test_a_parallel_board_overlaps_its_children_and_says_its_timings_are_shared(tmp_path, monkeypatch):
+def test_a_parallel_board_overlaps_its_children_and_says_its_timings_are_shared(board, tmp_path, monkeypatch):
     """`jobs: 2` runs two children at a time (their run intervals overlap), each with its share of the cores, keeps
-    the rows in the board's order and says in the report that the timings come from a shared machine."""
+    the rows in the board's order, says in the report that the timings come from a shared machine, and reports
+    the same metrics as the same rows run one at a time (the `board` fixture: same data, settings and seeds)."""
     import threading
     import time as clock
 
-    data_path, files, _ = write_planted_mm(tmp_path / "data", n_users=40)
+    data_path, files, _ = write_planted_mm(tmp_path / "data", n_users=60)
     spec = _spec(tmp_path, data_path, files)
     spec.models = spec.models[:2]  # Pop, BPR
     spec.jobs = 2
@@ -178,6 +180,10 @@ def test_a_parallel_board_overlaps_its_children_and_says_its_timings_are_shared(
     assert all(r["concurrent_runs"] == 2 for r in outcome["runs"])
     text = open(outcome["report"]["paths"]["md"]).read()
     assert "Timing: 4 of 4 runs ran up to 2 at a time on this machine" in text
+    one_at_a_time = {(r["label"], r["seed"]): r for r in board[1]["runs"]}
+    for record in outcome["runs"]:
+        serial = one_at_a_time[(record["label"], record["seed"])]
+        assert record["test"] == serial["test"] and record["best_epoch"] == serial["best_epoch"], record["label"]
 
 
 def test_a_parallel_board_builds_feature_tables_once_before_its_content_runs(tmp_path, monkeypatch):
@@ -212,6 +218,15 @@ def test_a_parallel_board_builds_feature_tables_once_before_its_content_runs(tmp
     assert times[("start", "VBPR (text+image)")] > prepared  # a content run waits for the tables
 
 
+def test_a_parallel_board_starts_the_expected_longest_runs_first():
+    """Sequential models, then models trained by epochs, then models fitted once; the board's order among equals."""
+    names = ["Pop", "BPR", "ImplicitALS", "SASRec", "ItemKNN", "MMSASRec", "LightGCN"]
+    runs = [SimpleNamespace(name=name, config=Config(name, "ml-100k", config_dict={"modalities": []}
+                                                     if name == "MMSASRec" else {})) for name in names]
+    order = [run.name for run in start_order(runs)]
+    assert order == ["SASRec", "MMSASRec", "BPR", "LightGCN", "Pop", "ImplicitALS", "ItemKNN"]
+
+
 def test_which_feature_tables_a_parallel_board_prepares(tmp_path):
     runs = [SimpleNamespace(modalities=()), SimpleNamespace(modalities=("image",)),
             SimpleNamespace(modalities=("image", "text"))]
@@ -231,8 +246,80 @@ def test_which_feature_tables_a_parallel_board_prepares(tmp_path):
 def test_jobs_must_be_a_positive_integer(tmp_path):
     path = tmp_path / "board.yaml"
     path.write_text("dataset: ml-100k\njobs: 0\nmodels: [BPR]\n")
-    with pytest.raises(ConfigError, match=r"jobs must be an integer >= 1 \(runs at a time\), got 0"):
+    with pytest.raises(ConfigError, match=r"jobs must be an integer >= 1 \(runs at a time\) or auto, got 0"):
         load_spec(str(path))
+
+
+def test_jobs_auto_is_one_per_gpu_else_by_cores(tmp_path, monkeypatch):
+    from mmrecbole.leaderboard import spec as spec_module
+
+    path = tmp_path / "board.yaml"
+    path.write_text("dataset: ml-100k\nmodels: [BPR]\n")  # no jobs: auto
+    for gpus, cores, expected in [(0, 2, 1), (0, 4, 1), (0, 16, 4), (2, 16, 2), (8, 2, 8)]:
+        monkeypatch.setattr(spec_module, "cuda_device_count", lambda: gpus)
+        monkeypatch.setattr(spec_module.os, "cpu_count", lambda: cores)
+        assert load_spec(str(path)).jobs == expected, (gpus, cores)
+        path.write_text("dataset: ml-100k\njobs: auto\nmodels: [BPR]\n")
+        assert load_spec(str(path)).jobs == expected
+        path.write_text("dataset: ml-100k\nmodels: [BPR]\n")
+
+
+def test_workers_flag_overrides_the_boards_jobs(tmp_path, monkeypatch, capsys):
+    from mmrecbole import cli
+
+    path = tmp_path / "board.yaml"
+    path.write_text("dataset: ml-100k\njobs: 1\nmodels: [Pop]\n")
+    seen = []
+
+    def fake_run(spec, **kwargs):
+        seen.append(spec.jobs)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(runner_module, "run_leaderboard", fake_run)
+    monkeypatch.setattr("mmrecbole.leaderboard.run_leaderboard", fake_run)
+    assert cli.main([f"--leaderboard={path}", "--workers=3"]) == 2 and seen == [3]
+    assert cli.main([f"--leaderboard={path}"]) == 2 and seen == [3, 1]
+    assert cli.main([f"--leaderboard={path}", "--workers=0"]) == 2
+    assert "--workers must be an integer >= 1 (runs at a time) or auto, got 0" in capsys.readouterr().err
+    assert cli.main(["--model=Pop", "--dataset=ml-100k", "--workers=2"]) == 2
+    assert "--workers goes with a leaderboard" in capsys.readouterr().err
+
+
+def test_each_worker_of_a_parallel_board_gets_its_own_gpu(tmp_path, monkeypatch):
+    """On a machine with several GPUs, worker n's children run on GPU n (RecBole's gpu_id, a presentation key:
+    cache keys unchanged); one at a time, or with one GPU, the row's own settings decide."""
+    import threading
+
+    from mmrecbole.errors import UserError
+    from mmrecbole.leaderboard import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(runner_module, "ensure_dataset_files", lambda config: None)
+    seen, lock = [], threading.Lock()
+
+    def fake_job(request, what, timeout, on_event):
+        import time as clock
+
+        clock.sleep(0.2)  # long enough for both workers to take a run
+        with lock:
+            seen.append((threading.get_ident(), request["settings"].get("gpu_id")))
+        return None, f"{what} not run (test)"
+
+    monkeypatch.setattr(runner_module, "run_job", fake_job)
+    spec = LeaderboardSpec(dataset="ml-100k", seeds=[1, 2, 3], models=[ModelEntry("Pop", "Pop")],
+                           cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "board"), jobs=2)
+    with pytest.raises(UserError, match="no leaderboard run finished"):
+        run_leaderboard(spec, echo=lambda *_: None, status=_RecordingStatus())
+    gpus_by_thread = {}
+    for thread, gpu in seen:
+        gpus_by_thread.setdefault(thread, set()).add(gpu)
+    assert sorted(g for gpus in gpus_by_thread.values() for g in gpus) == ["0", "1"]  # one GPU per worker
+    assert len(seen) == 3
+    seen.clear()
+    spec.jobs = 1
+    with pytest.raises(UserError):
+        run_leaderboard(spec, echo=lambda *_: None, status=_RecordingStatus())
+    assert {gpu for _, gpu in seen} == {None}
 
 
 def test_baseline_is_chosen_by_validation_not_test():

@@ -15,6 +15,10 @@ import pandas as pd
 from mmrecbole.data.fileio import write_atomically
 from mmrecbole.errors import DatasetError
 
+#: Columns tried, in order, for an item's title when `item_title_field` is not set (serving's reasons, features
+#: inspect).
+TITLE_COLUMNS = ("title", "movie_title", "name", "item_name")
+
 #: RecBole 1.2.1's feature types (``recbole.utils.enum_type.FeatureType``).
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 _WHITESPACE = re.compile(r"\s+")

@@ -1,6 +1,8 @@
 """``python -m mmrecbole.features``: build and inspect item feature tables.
 
   extract --dataset=ml-100k-mm --modality=text|image|all [--force] [--key=value ...]
+  extract ... --shard=i/N        (encode shard i of N, 0 <= i < N; one process or machine per shard)
+  extract ... --merge_shards=N   (merge the N shards into the table; see mmrecbole.features.shards)
   inspect --dataset=ml-100k-mm [--items=50,1] [--k=5] [--key=value ...]  (default items: the two most popular)
 
 Settings come from ``properties/dataset/<dataset>.yaml`` (when present), then ``--config_files``, then
@@ -41,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help="show full tracebacks")
     extract.add_argument("--modality", default="all", choices=("text", "image", "all"))
     extract.add_argument("--force", action="store_true", help="rebuild even when the stored table is up to date")
+    sharding = extract.add_mutually_exclusive_group()
+    sharding.add_argument("--shard", default=None, metavar="i/N",
+                          help="encode only shard i of N (0 <= i < N), written beside the table")
+    sharding.add_argument("--merge_shards", type=int, default=None, metavar="N",
+                          help="merge the N shards (all built, none stale) into the table")
     inspect.add_argument("--items", default="", help="raw item ids whose neighbours to list, e.g. 50,1 (default: "
                                                      "the dataset's two most popular items)")
     inspect.add_argument("--k", type=int, default=5, help="neighbours per item (default: 5)")
@@ -81,16 +88,25 @@ def load_settings(dataset: str, config_files: Sequence[str], flags: Sequence[str
 
 
 def cmd_extract(args, settings) -> None:
+    from mmrecbole.features import shards
     from mmrecbole.features.store import dataset_modalities, materialize, plan_features
 
+    shard = shards.parse_shard(args.shard) if args.shard is not None else None
     for modality in dataset_modalities(settings) if args.modality == "all" else (args.modality,):
-        table, action = materialize(plan_features(args.dataset, modality, settings), force=args.force)
+        job = plan_features(args.dataset, modality, settings)
+        if shard is not None:
+            table, action = shards.build_shard(job, *shard, force=args.force)
+        elif args.merge_shards is not None:
+            table, action = shards.merge_shards(job, args.merge_shards)
+        else:
+            table, action = materialize(job, force=args.force)
         present, total = table.coverage()
         print(f"{modality}: {action}: {present}/{total} items have it, dim {table.dim} -> {table.source}")
 
 
 def _titles(dataset: str, settings) -> Dict[str, str]:
     from mmrecbole.data import atomic_path, dataset_dir, read_atomic_file
+    from mmrecbole.data.atomic_files import TITLE_COLUMNS
     from mmrecbole.features.store import setting
 
     item_file = atomic_path(dataset_dir(dataset, setting(settings, "data_path")), dataset, "item")
@@ -98,8 +114,7 @@ def _titles(dataset: str, settings) -> Dict[str, str]:
         return {}
     frame = read_atomic_file(item_file)
     id_field = setting(settings, "ITEM_ID_FIELD")
-    title = settings.get("item_title_field") or next((c for c in ("movie_title", "title", "name")
-                                                      if c in frame.columns), None)
+    title = settings.get("item_title_field") or next((c for c in TITLE_COLUMNS if c in frame.columns), None)
     if title is None:
         return {}
     year = frame["release_year"] if "release_year" in frame.columns else [""] * len(frame)
@@ -144,7 +159,7 @@ def cmd_inspect(args, settings) -> None:
     asked = [i.strip() for i in args.items.split(",") if i.strip()]
     for item_id in asked or (inter.value_counts().index[:2].tolist() if tables else []):
         print(f"\nnearest neighbours of item {item_id} {titles.get(item_id, '')}".rstrip())
-        if not any(item_id in table._row_of for table in tables.values()):
+        if not any(item_id in table for table in tables.values()):
             print(f"  not an item of {args.dataset}")
             continue
         for modality, table in tables.items():

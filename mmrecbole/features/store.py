@@ -90,13 +90,17 @@ def _check_modality(modality: str) -> None:
 
 @dataclass
 class FeatureJob:
-    """A planned build: where it goes, the provenance it would record (minus ``info``), and how to run it."""
+    """A planned build: where it goes, the provenance it would record (minus ``info``), and how to run it.
+
+    ``ids``: the table's item ids in row order. ``run(rows)`` encodes the items ``ids[rows]`` (default: all of them)
+    and returns their table; a shard (mmrecbole.features.shards) is a contiguous slice of rows."""
 
     dataset_name: str
     modality: str
     path: str
     provenance: Dict[str, Any]
-    run: Callable[[], FeatureTable]
+    run: Callable[..., FeatureTable]
+    ids: List[str]
 
 
 def _versions(*packages: str) -> Dict[str, str]:
@@ -178,17 +182,19 @@ def _plan_text(dataset_name: str, directory: str, settings, path: str) -> Featur
         "dim": encoder.dim,
     }
 
-    def run() -> FeatureTable:
-        present = np.array([bool(t) for t in texts], dtype=bool)
-        matrix = np.zeros((len(ids), encoder.dim), dtype=np.float32)
-        matrix[present] = encoder.encode([t for t in texts if t])
+    def run(rows: slice = slice(None)) -> FeatureTable:
+        part_ids, part_texts = ids[rows], texts[rows]
+        present = np.array([bool(t) for t in part_texts], dtype=bool)
+        matrix = np.zeros((len(part_ids), encoder.dim), dtype=np.float32)
+        if present.any():
+            matrix[present] = encoder.encode([t for t in part_texts if t])
         info = _info(
-            items=len(ids), with_feature=int(present.sum()), device=getattr(encoder, "device", "cpu"),
+            items=len(part_ids), with_feature=int(present.sum()), device=getattr(encoder, "device", "cpu"),
             versions=_versions("torch", "transformers", "numpy"), **encoder.describe(),
         )
-        return FeatureTable(ids, matrix, present, dict(provenance, **{INFO_KEY: info}), source=path)
+        return FeatureTable(part_ids, matrix, present, dict(provenance, **{INFO_KEY: info}), source=path)
 
-    return FeatureJob(dataset_name, "text", path, provenance, run)
+    return FeatureJob(dataset_name, "text", path, provenance, run, list(ids))
 
 
 def declares(settings, key: str) -> bool:
@@ -223,7 +229,6 @@ def _plan_image(dataset_name: str, directory: str, settings, path: str) -> Featu
     ids, _ = _item_ids(directory, dataset_name, setting(settings, "ITEM_ID_FIELD"))
     image_dir = resolve_image_dir(directory, settings)
     images = index_images(image_dir)
-    with_image = [i for i in ids if i in images]
     encoder = image_encoder(settings)
     # The item ids and each image's bytes: a changed, added or removed poster changes the hash.
     inputs = [[i, sha256_file(images[i]) if i in images else None] for i in ids]
@@ -237,23 +242,26 @@ def _plan_image(dataset_name: str, directory: str, settings, path: str) -> Featu
         "dim": encoder.dim,
     }
 
-    def run() -> FeatureTable:
-        row_of = {item_id: row for row, item_id in enumerate(ids)}
-        vectors, ok = encoder.encode([images[i] for i in with_image], labels=with_image)
-        matrix = np.zeros((len(ids), encoder.dim), dtype=np.float32)
-        present = np.zeros(len(ids), dtype=bool)
-        rows = np.array([row_of[i] for i in with_image], dtype=np.int64)
-        if len(rows):
-            matrix[rows], present[rows] = vectors, ok
+    def run(rows: slice = slice(None)) -> FeatureTable:
+        part_ids = ids[rows]
+        row_of = {item_id: row for row, item_id in enumerate(part_ids)}
+        part_with_image = [i for i in part_ids if i in images]
+        matrix = np.zeros((len(part_ids), encoder.dim), dtype=np.float32)
+        present = np.zeros(len(part_ids), dtype=bool)
+        ok = []
+        if part_with_image:
+            vectors, ok = encoder.encode([images[i] for i in part_with_image], labels=part_with_image)
+            found = np.array([row_of[i] for i in part_with_image], dtype=np.int64)
+            matrix[found], present[found] = vectors, ok
         info = _info(
-            items=len(ids), with_feature=int(present.sum()), image_dir=image_dir,
-            unreadable_item_ids=[i for i, good in zip(with_image, ok) if not good],
+            items=len(part_ids), with_feature=int(present.sum()), image_dir=image_dir,
+            unreadable_item_ids=[i for i, good in zip(part_with_image, ok) if not good],
             device=getattr(encoder, "device", "cpu"), versions=_versions("torch", "torchvision", "pillow", "numpy"),
             **encoder.describe(),
         )
-        return FeatureTable(ids, matrix, present, dict(provenance, **{INFO_KEY: info}), source=path)
+        return FeatureTable(part_ids, matrix, present, dict(provenance, **{INFO_KEY: info}), source=path)
 
-    return FeatureJob(dataset_name, "image", path, provenance, run)
+    return FeatureJob(dataset_name, "image", path, provenance, run, list(ids))
 
 
 def plan_features(dataset_name: str, modality: str, settings: Optional[Mapping] = None) -> FeatureJob:

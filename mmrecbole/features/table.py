@@ -105,6 +105,10 @@ class FeatureTable:
     def modality(self) -> Optional[str]:
         return self.provenance.get("modality")
 
+    def __contains__(self, item_id) -> bool:
+        """Whether the table has a row for the item (with or without this modality)."""
+        return str(item_id) in self._row_of
+
     def vector(self, item_id) -> Optional[np.ndarray]:
         """The item's vector, or None when the item is absent or lacks this modality."""
         row = self._row_of.get(str(item_id))

@@ -27,6 +27,7 @@ from mmrecbole.data.build import ensure_dataset_files
 from mmrecbole.errors import UserError
 from mmrecbole import provenance
 from mmrecbole.runs import RunCache, config_hash, make_record
+from mmrecbole.leaderboard.scheduling import start_order, worker_gpu, worker_slot
 from mmrecbole.leaderboard.spec import LeaderboardSpec, ModelEntry
 from mmrecbole.leaderboard import tuning
 from mmrecbole import contract
@@ -82,7 +83,9 @@ def threads_per_run(jobs: int) -> int | None:
 def _run_child(run: PlannedRun, spec: LeaderboardSpec, timeout, on_event):
     """Run one (row, seed) in a child process; `on_event(event)` gets its progress events as they come.
     Returns (result, None) or (None, error line)."""
-    request = {"model": run.entry.name, "dataset": spec.dataset, "settings": run.settings,
+    gpu = worker_gpu(spec)  # gpu_id is a presentation key: the run's cache key does not change with it
+    settings = run.settings if gpu is None else {**run.settings, "gpu_id": gpu}
+    request = {"model": run.entry.name, "dataset": spec.dataset, "settings": settings,
                "checkpoint_dir": _checkpoint_dir(spec), "run_cache_dir": run_cache(spec).folder,
                "log_dir": os.path.join(spec.cache_dir, "logs"), "concurrent_runs": spec.jobs,
                "threads": threads_per_run(spec.jobs)}
@@ -167,38 +170,61 @@ def _prepare_features(spec: LeaderboardSpec, modalities, say) -> None:
 
 
 def _run_in_parallel(spec: LeaderboardSpec, pending, execute, say) -> None:
-    """`execute(index, tag, run)` for every pending run, `spec.jobs` at a time.
+    """`execute(index, tag, run)` for every pending run, `spec.jobs` at a time, in `start_order`.
 
     A pipeline row (the stacker) reuses its base models' runs from the cache: it starts once every model row has
     finished, so it never trains a base model that another child is training at the same time. The dataset is
-    built here and the feature tables once, beside the first runs; content runs wait for them (two children never
-    build the same file)."""
+    built here and the feature tables once, by the first worker before its first run; a content run starts only
+    after them (two children never build the same file), and until then a free worker takes the next run that
+    needs no tables."""
     models = [item for item in pending if registry.get_pipeline(item[2].entry.name) is None]
     pipelines = [item for item in pending if registry.get_pipeline(item[2].entry.name) is not None]
     configs = [item[2].config for item in models if item[2].config is not None]
     if configs:
         ensure_dataset_files(configs[0])
     modalities = feature_tables_to_prepare(spec, [item[2] for item in models])
-    tables_ready = threading.Event()
-    if not modalities:
-        tables_ready.set()
+    by_run = {id(item[2]): item for item in models}
+    queue = [by_run[id(run)] for run in start_order([item[2] for item in models])]
+    state = {"tables_ready": not modalities}
+    changed, errors = threading.Condition(), []
 
-    def prepare():
+    def next_item():
+        with changed:
+            while queue:
+                item = next((item for item in queue if state["tables_ready"] or not item[2].uses_content), None)
+                if item is not None:
+                    queue.remove(item)
+                    return item
+                changed.wait()
+            return None
+
+    def worker(slot: int, prepares: bool):
+        worker_slot.number = slot
         try:
-            _prepare_features(spec, modalities, say)
-        finally:
-            tables_ready.set()
+            if prepares:
+                try:
+                    _prepare_features(spec, modalities, say)
+                finally:
+                    with changed:
+                        state["tables_ready"] = True
+                        changed.notify_all()
+            while (item := next_item()) is not None:
+                execute(*item)
+        except BaseException as exc:  # re-raised in the board's thread below
+            errors.append(exc)
+            with changed:
+                queue.clear()
+                state["tables_ready"] = True
+                changed.notify_all()
 
-    def execute_when_ready(index, tag, run):
-        if run.uses_content:
-            tables_ready.wait()
-        execute(index, tag, run)
-
-    with ThreadPoolExecutor(max_workers=spec.jobs) as pool:  # prepare first: it holds a worker from the start
-        futures = ([pool.submit(prepare)] if modalities else []) + [
-            pool.submit(execute_when_ready, *item) for item in models]
-        for future in futures:
-            future.result()
+    workers = [threading.Thread(target=worker, args=(n, bool(modalities) and n == 0), daemon=True)
+               for n in range(max(1, min(spec.jobs, len(models) + bool(modalities))))]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    if errors:
+        raise errors[0]
     with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
         for future in [pool.submit(execute, *item) for item in pipelines]:
             future.result()
