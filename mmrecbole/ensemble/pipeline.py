@@ -114,7 +114,9 @@ def fit_on_validation(frame, settings):
     fit_rows, held_rows = _rows_of_users(pool, fit_users), _rows_of_users(pool, held_users)
     sizes = pool.group_sizes
     stacker = LGBMStacker(settings["lgbm_params"], settings["early_stopping_rounds"],
-                          eval_at=_cutoff(settings.protocol["valid_metric"], settings.max_topk), seed=settings.seed)
+                          eval_at=_cutoff(settings.protocol["valid_metric"], settings.max_topk), seed=settings.seed,
+                          backend=settings["stacker_backend"], dask_scheduler=settings["dask_scheduler"],
+                          dask_workers=settings["dask_workers"])
     stacker.fit(frame.matrix[fit_rows], relevance[fit_rows], sizes[fit_users], frame.names,
                 eval_set=(frame.matrix[held_rows], relevance[held_rows], sizes[held_users]))
     return stacker, held_users

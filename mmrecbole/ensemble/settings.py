@@ -33,6 +33,13 @@ PROTOCOL_MODEL = "Pop"
 _FIXED_LGBM = {"objective": "lambdarank (the stacker is a LambdaRank model)",
                "random_state": "the run's seed (set `seed`)", "seed": "the run's seed (set `seed`)"}
 _ENTRY_KEYS = {"name", "label", "settings"}
+BACKENDS = ["local", "dask"]
+#: Keys that say where the fit runs: left out of the config hash on the local backend (they change nothing there).
+BACKEND_KEYS = ("stacker_backend", "dask_scheduler", "dask_workers")
+#: tree_learner values DaskLGBMRanker accepts (lightgbm.dask replaces any other with "data", with a warning).
+_DASK_TREE_LEARNERS = ["data", "data_parallel", "feature", "feature_parallel", "voting", "voting_parallel"]
+#: A scheduler address as Dask writes them: [protocol://]host[:port], host a name, an IPv4 or a [bracketed] IPv6.
+_ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d+)?$")
 
 
 @dataclass
@@ -82,7 +89,9 @@ class StackerSettings:
     @property
     def config_hash(self) -> str:
         """Everything that changes the stacker's result except the seed (as mmrecbole.runs.config_hash)."""
-        plain = {"stacker": self.values, "protocol": config_hash(self.protocol),
+        values = self.values if self.values["stacker_backend"] != "local" else {
+            k: v for k, v in self.values.items() if k not in BACKEND_KEYS}
+        plain = {"stacker": values, "protocol": config_hash(self.protocol),
                  "base_models": [[b.label, b.name, b.config_hash] for b in self.base_models]}
         return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -160,6 +169,39 @@ def _check_lgbm_params(params, where):
                               + (f"; did you mean '{hint}'?" if hint else ""))
 
 
+def _check_backend(values, where):
+    backend = values["stacker_backend"]
+    if backend not in BACKENDS:
+        raise ConfigError(f"stacker_backend ({where('stacker_backend')}) must be one of {BACKENDS}, got {backend!r}")
+    scheduler = values["dask_scheduler"]  # None (YAML's empty value, `--dask_scheduler=`) means "" too
+    if scheduler is not None and (not isinstance(scheduler, str) or (scheduler and not _ADDRESS.match(scheduler))):
+        raise ConfigError(f"dask_scheduler ({where('dask_scheduler')}) must be \"\" (start a LocalCluster) or a Dask "
+                          f"scheduler address such as tcp://host:8786, got {scheduler!r}")
+    workers = values["dask_workers"]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"dask_workers ({where('dask_workers')}) must be an integer >= 1, got {workers!r}")
+    if backend != "dask":
+        return
+    import importlib.util
+
+    missing = [name for name in ("dask", "distributed") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"stacker_backend dask ({where('stacker_backend')}) needs the packages {missing}; install "
+                          "them (requirements.txt pins them) or use stacker_backend local")
+    from lightgbm.basic import _ConfigAliases
+
+    params = values["lgbm_params"]
+    stopping = sorted(set(params) & _ConfigAliases.get("early_stopping_round"))
+    if stopping:
+        raise ConfigError(f"lgbm_params.{stopping[0]} in {where('lgbm_params')} is not supported with stacker_backend "
+                          "dask (DaskLGBMRanker does not early-stop); remove it: early_stopping_rounds applies, "
+                          "replayed after the fit")
+    for key in sorted(set(params) & _ConfigAliases.get("tree_learner")):
+        if params[key] not in _DASK_TREE_LEARNERS:
+            raise ConfigError(f"lgbm_params.{key} in {where('lgbm_params')} must be one of {_DASK_TREE_LEARNERS} "
+                              f"with stacker_backend dask, got {params[key]!r}")
+
+
 def _check_values(values, sources, max_topk):
     def where(key):
         return sources.get(key, os.path.relpath(PROPERTY_FILE))
@@ -188,6 +230,7 @@ def _check_values(values, sources, max_topk):
         raise ConfigError(f"content_modalities ({where('content_modalities')}) must be drawn from "
                           f"{list(MODALITIES)}, got {unknown}")
     _check_lgbm_params(values["lgbm_params"], where("lgbm_params"))
+    _check_backend(values, where)
 
 
 def _base_entries(entries, where):

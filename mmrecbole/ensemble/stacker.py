@@ -8,6 +8,10 @@
 Groups are users (rows of one user are contiguous; `group_sizes` counts them). Training is deterministic for a
 seed: `random_state`, `deterministic=True`, `force_row_wise=True` and a fixed thread count.
 
+`backend="dask"` fits with lightgbm.dask.DaskLGBMRanker instead (mmrecbole.ensemble.dask_backend: the same
+parameters, data-parallel, early stopping replayed after the fit) and keeps its `to_local()` booster, so predicting,
+saving and loading are the same code as for a local fit.
+
 A saved stacker is a folder: `model.txt` (LightGBM's text format, trees up to the best iteration only), then
 `meta.json` (format, feature names, parameters, best iteration, gain importances, sha256 of model.txt, and whatever
 the caller adds) and `feature_importance.tsv`. Each file is written atomically and meta.json last, so a folder
@@ -43,11 +47,17 @@ def _with_positives(matrix, relevance, group_sizes):
 
 class LGBMStacker:
     def __init__(self, params: dict | None = None, early_stopping_rounds: int = 50, eval_at: int = 10,
-                 seed: int = 2020):
+                 seed: int = 2020, backend: str = "local", dask_scheduler: str = "", dask_workers: int = 2):
         self.params = dict(params or {})
         self.early_stopping_rounds = int(early_stopping_rounds)
         self.eval_at = int(eval_at)
         self.seed = int(seed)
+        if backend not in ("local", "dask"):
+            raise ValueError(f"backend must be 'local' or 'dask', got {backend!r}")
+        self.backend = backend
+        self.dask_scheduler = dask_scheduler or ""
+        self.dask_workers = int(dask_workers)
+        self.fit_backend: dict = {"backend": backend}  # how the fit ran (saved in meta.json)
         self.booster = None
         self.feature_names: list = []
         self.best_iteration = 0
@@ -55,14 +65,16 @@ class LGBMStacker:
         self.history: list = []       # [(iteration, held-out ndcg@eval_at, seconds since fit started)]
         self.fit_seconds = 0.0
 
+    def _fixed_params(self) -> dict:
+        return {"objective": "lambdarank", "random_state": self.seed, "deterministic": True, "force_row_wise": True}
+
     def _ranker(self):
         from lightgbm import LGBMRanker
 
         params = dict(self.params)
         if not _THREAD_KEYS & set(params):
             params["num_threads"] = 1  # LightGBM's default is every core: the model would depend on the machine
-        return LGBMRanker(**params, objective="lambdarank", random_state=self.seed, deterministic=True,
-                          force_row_wise=True)
+        return LGBMRanker(**params, **self._fixed_params())
 
     def fit(self, matrix, relevance, group_sizes, feature_names, eval_set=None) -> "LGBMStacker":
         """Fit on rows grouped by user. `eval_set` = (matrix, relevance, group_sizes) of held-out users: early
@@ -78,6 +90,8 @@ class LGBMStacker:
         if not len(groups):
             raise ValueError("no user has a relevant candidate: nothing to learn (is the candidate pool too small?)")
         self.feature_names = list(feature_names)
+        if self.backend == "dask":
+            return self._fit_on_dask(x, y, groups, eval_set)
         ranker = self._ranker()
         start = time.perf_counter()
         history = []
@@ -89,8 +103,7 @@ class LGBMStacker:
 
         fit_args = {"group": groups, "feature_name": self.feature_names, "callbacks": [record]}
         if eval_set is not None:
-            ex, ey, egroups = _with_positives(np.asarray(eval_set[0], dtype=np.float32),
-                                              np.asarray(eval_set[1], dtype=np.int32), eval_set[2])
+            ex, ey, egroups = _held_out(eval_set)
             if len(egroups):
                 fit_args.update(eval_X=(ex,), eval_y=(ey,), eval_group=[egroups], eval_at=[self.eval_at])
                 fit_args["callbacks"] = [record, lightgbm.early_stopping(self.early_stopping_rounds,
@@ -103,6 +116,39 @@ class LGBMStacker:
         self.iterations_run = max(len(history), self.booster.current_iteration())
         self.best_iteration = int(ranker.best_iteration_ or 0) or self.iterations_run
         self.history = history
+        return self
+
+    def _fit_on_dask(self, x, y, groups, eval_set) -> "LGBMStacker":
+        """The fit on a Dask cluster (dask_backend.fit_ranker). Threads per worker come from the cluster (Dask
+        overrides num_threads), so the thread keys of `params` are left out; early stopping: see dask_backend."""
+        from mmrecbole.ensemble import dask_backend
+
+        held = _held_out(eval_set) if eval_set is not None else None
+        if held is not None and not len(held[2]):
+            held = None  # no held-out user with a relevant candidate: all rounds are kept, as in a local fit
+        params = {k: v for k, v in self.params.items() if k not in _THREAD_KEYS}
+        fit_args = {"feature_name": self.feature_names}
+        if held is not None:
+            fit_args["eval_at"] = [self.eval_at]
+        start = time.perf_counter()
+        ranker, seconds, layout = dask_backend.fit_ranker({**params, **self._fixed_params()}, x, y, groups, held,
+                                                          fit_args, self.dask_scheduler, self.dask_workers)
+        self.fit_seconds = time.perf_counter() - start
+        self.booster = ranker.booster_
+        self.iterations_run = self.booster.current_iteration()
+        self.best_iteration, self.history = self.iterations_run, []
+        self.fit_backend = {"backend": "dask", "scheduler": self.dask_scheduler or "LocalCluster", **layout,
+                            "early_stopping": "replayed after all rounds (DaskLGBMRanker does not early-stop)"}
+        if held is not None:
+            curve = ranker.evals_result_["valid_0"][f"ndcg@{self.eval_at}"]
+            seconds = seconds if seconds is not None and len(seconds) == len(curve) else [float("nan")] * len(curve)
+            self.history = [(i + 1, float(v), float(t)) for i, (v, t) in enumerate(zip(curve, seconds))]
+            self.best_iteration, stopped = dask_backend.best_round(curve, self.early_stopping_rounds,
+                                                                   f"ndcg@{self.eval_at}", ranker.get_params(),
+                                                                   self.booster)
+            self.fit_backend["early_stopping_would_stop_at"] = stopped
+        logger.info(f"dask fit: {layout['workers']} workers, partitions of {layout['partition_rows']} rows, "
+                    f"{self.iterations_run} rounds, best {self.best_iteration}")
         return self
 
     def _check_fitted(self):
@@ -145,7 +191,7 @@ class LGBMStacker:
                 "early_stopping_rounds": self.early_stopping_rounds, "eval_at": self.eval_at, "seed": self.seed,
                 "best_iteration": self.best_iteration, "iterations_run": self.iterations_run,
                 "fit_seconds": self.fit_seconds, "history": self.history, "feature_importance_gain": importance,
-                "model_sha256": sha256_text(text), "lightgbm": _lightgbm_version(),
+                "model_sha256": sha256_text(text), "lightgbm": _lightgbm_version(), "fit_backend": self.fit_backend,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "extra": extra or {}}
         write_text_atomically(os.path.join(folder, META_FILE), json.dumps(meta, indent=1))
         return folder
@@ -175,8 +221,15 @@ class LGBMStacker:
         stacker.iterations_run = int(meta["iterations_run"])
         stacker.history = [tuple(h) for h in meta["history"]]
         stacker.fit_seconds = float(meta["fit_seconds"])
+        stacker.fit_backend = meta.get("fit_backend", {"backend": "local"})  # saves before the dask backend: local
+        stacker.backend = stacker.fit_backend.get("backend", "local")
         stacker.meta = meta
         return stacker
+
+
+def _held_out(eval_set):
+    return _with_positives(np.asarray(eval_set[0], dtype=np.float32), np.asarray(eval_set[1], dtype=np.int32),
+                           eval_set[2])
 
 
 def _lightgbm_version() -> str:
