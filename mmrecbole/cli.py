@@ -198,7 +198,7 @@ def _leaderboard(args, overrides, argv) -> int:
     if args.workers is not None:
         from mmrecbole.leaderboard.spec import resolve_jobs
 
-        spec.jobs = resolve_jobs(args.workers if args.workers == "auto" else _int_or_text(args.workers), "--workers")
+        spec.jobs = resolve_jobs(_int_or_text(args.workers), "--workers")
     outcome = run_leaderboard(spec, force=args.force, report_only=args.report_only)
     report = outcome["report"]
     print()

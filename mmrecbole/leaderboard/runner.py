@@ -183,8 +183,7 @@ def _run_in_parallel(spec: LeaderboardSpec, pending, execute, say) -> None:
     if configs:
         ensure_dataset_files(configs[0])
     modalities = feature_tables_to_prepare(spec, [item[2] for item in models])
-    by_run = {id(item[2]): item for item in models}
-    queue = [by_run[id(run)] for run in start_order([item[2] for item in models])]
+    queue = start_order(models, run_of=lambda item: item[2])
     state = {"tables_ready": not modalities}
     changed, errors = threading.Condition(), []
 

@@ -7,22 +7,25 @@ from mmrecbole import contract
 from mmrecbole.leaderboard import spec as spec_module
 
 
-def start_order(runs) -> list:
-    """The order a parallel board starts its model runs in: the expected longest first (sequential models, then
-    models trained epoch by epoch, then those fitted once: implicit's, Pop, ItemKNN), the board's order within
-    each. Short runs at the end fill the workers evenly; started in the board's order, the last long run would run
-    alone while the other worker idles (on ml-100k-mm's quickstart: a sequential run of ~4 min at the end)."""
+def expected_cost_rank(run) -> int:
+    """0 for sequential models, 1 for models trained epoch by epoch (and pipelines), 2 for those fitted once
+    (implicit's; RecBole's traditional ones, Pop and ItemKNN): a parallel board starts the expected longest first."""
     from recbole.utils import ModelType
 
-    def expected_cost_rank(run):
-        if run.config is None:
-            return 1
-        if run.config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-            return 0
-        fitted_once = contract.capabilities(run.config.model_class).fits_once
-        return 2 if fitted_once or run.config["MODEL_TYPE"] == ModelType.TRADITIONAL else 1  # RecBole's Pop, ItemKNN
+    if run.config is None:
+        return 1
+    if run.config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return 0
+    fitted_once = contract.capabilities(run.config.model_class).fits_once
+    return 2 if fitted_once or run.config["MODEL_TYPE"] == ModelType.TRADITIONAL else 1
 
-    return sorted(runs, key=expected_cost_rank)  # stable: the board's order among equals
+
+def start_order(items, run_of=lambda item: item) -> list:
+    """`items` (runs, or records holding one: `run_of` picks it) in the order a parallel board starts them: by
+    `expected_cost_rank`, the board's order among equals. Short runs at the end fill the workers evenly; started in
+    the board's order, the last long run would run alone while the other worker idles (on ml-100k-mm's quickstart:
+    the last MMSASRec's final ~45 s)."""
+    return sorted(items, key=lambda item: expected_cost_rank(run_of(item)))
 
 
 #: The parallel board's worker slot (0 .. jobs - 1) of the current thread, which picks its GPU.
