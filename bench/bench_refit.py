@@ -8,6 +8,8 @@ end of increment t (amazon-office's same-day ties keep the file's order, which i
   refit     quick_start.refit of the previous step's refit (step 1: of the base model) on version t, early stopping
             after --refit_stopping_step evaluations without improvement (implicit's factor models: a warm-started
             fit of --refit_iterations iterations)
+  refit_mean (--mean_rows) the same refit chain with `refit_new_rows: mean` (new ids' rows start at the mean of
+            the kept rows instead of zero)
   stale     the base model carried over to version t without training (a refit at a learning rate of 1e-12):
             gradient-trained models only
 Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
@@ -131,6 +133,9 @@ def main():
     parser.add_argument("--refit_stopping_step", type=int, default=3)
     parser.add_argument("--refit_iterations", type=int, default=3,
                         help="implicit factor models: iterations of the warm-started refit (scratch: their default)")
+    parser.add_argument("--mean_rows", action="store_true",
+                        help="gradient-trained rows: also a refit chain with refit_new_rows: mean (new users' and "
+                             "items' ID rows start at the kept rows' mean instead of zero)")
     parser.add_argument("--work")
     parser.add_argument("--out", default="bench/out/refit.json")
     args = parser.parse_args()
@@ -143,7 +148,7 @@ def main():
         model = VARIANTS[label][0]
         base_name = versions[0][0]
         base = run(model, base_name, config_dict=settings_for(label, work, base_name, args.dataset), console_log=False)
-        previous = base
+        previous = previous_mean = base
         for step in range(1, len(versions)):
             name, _ = versions[step]
             previous_name, previous_cut = versions[step - 1]
@@ -168,6 +173,12 @@ def main():
                 stale = refit(base["bundle"], name, console_log=False,
                               config_dict={**settings, "epochs": 1, "learning_rate": 1e-12})
                 row["stale"] = increment_scores(stale, work, name, previous_cut, before)
+                if args.mean_rows:  # the same refit chain with new ids' rows started at the kept rows' mean
+                    mean = refit(previous_mean["bundle"], name, console_log=False,
+                                 config_dict={**settings, **own, "refit_new_rows": "mean"})
+                    row["refit_mean"] = increment_scores(mean, work, name, previous_cut, before)
+                    row["refit_mean_train_s"] = round(mean["train_seconds"], 1)
+                    previous_mean = mean
             for key in ("ndcg@10", "recall@20"):
                 row[f"refit_over_scratch_{key}"] = round(row["refit"][key] / row["scratch"][key], 3)
             row["refit_over_scratch_time"] = round(row["refit_train_s"] / max(row["scratch_train_s"], 1e-9), 3)

@@ -7,7 +7,8 @@ old row with its new row; `transfer_state` builds the new model's state dict fro
 - tensors of the same shape that are not indexed by users or items: copied;
 - user- or item-indexed tensors (first dimension = the entity count, plus up to two trailing special rows such as
   BERT4Rec's mask token): each kept raw id's row moves to its new position; rows of new ids are zero (no
-  interactions yet: no ID embedding, no bias), except the feature buffers of content models (`features_*`,
+  interactions yet: no ID embedding, no bias) or, with `new_rows="mean"` (the `refit_new_rows` setting), the mean
+  of the kept rows (an average user or item), except the feature buffers of content models (`features_*`,
   `mask_*`), which come whole from the new model (its content tables, aligned to the new ids);
 - anything else: refused, naming the tensor.
 
@@ -23,10 +24,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from mmrecbole.errors import CheckpointError
+from mmrecbole.errors import CheckpointError, ConfigError
 
 #: Trailing rows after the entity rows that a tensor may carry (BERT4Rec's mask token is one).
 MAX_SPECIAL_ROWS = 2
+#: How rows of new ids start (the `refit_new_rows` setting).
+NEW_ROWS = ("zero", "mean")
 CONTENT_BUFFERS = ("features_", "mask_")
 
 
@@ -62,12 +65,16 @@ class IdMap:
         """Share of the old version's ids that the new version still holds."""
         return (len(self.old_rows) - 1) / max(1, self.old_count - 1)
 
-    def move(self, old: torch.Tensor, new_template: torch.Tensor, fill_from_template: bool) -> torch.Tensor:
+    def move(self, old: torch.Tensor, new_template: torch.Tensor, fill_from_template: bool,
+             new_rows: str = "zero") -> torch.Tensor:
         """`old` rows [old_count + s, ...] placed at their new rows of a [new_count + s, ...] tensor (s special rows
-        copied at the end); other rows zero, or `new_template`'s when `fill_from_template`."""
+        copied at the end); other rows zero (`new_rows="zero"`), the mean of the kept rows other than the padding
+        row 0 ("mean"), or `new_template`'s when `fill_from_template`."""
         special = old.shape[0] - self.old_count
         moved = new_template.detach().clone() if fill_from_template else torch.zeros_like(new_template)
         moved = moved.to(old.device, old.dtype)
+        if new_rows == "mean" and not fill_from_template and len(self.old_rows) > 1:
+            moved[1:self.new_count] = old[torch.as_tensor(self.old_rows[1:])].mean(dim=0)
         moved[torch.as_tensor(self.new_rows)] = old[torch.as_tensor(self.old_rows)]
         if special:
             moved[self.new_count:] = old[self.old_count:]
@@ -91,8 +98,11 @@ def _entity_of(name: str, old_shape, new_shape, users: IdMap, items: IdMap):
 
 
 def transfer_state(old_state: Dict[str, torch.Tensor], new_state: Dict[str, torch.Tensor], users: IdMap,
-                   items: IdMap) -> Dict[str, torch.Tensor]:
-    """The new model's state dict built from the old one (see the module docstring)."""
+                   items: IdMap, new_rows: str = "zero") -> Dict[str, torch.Tensor]:
+    """The new model's state dict built from the old one (see the module docstring); `new_rows`: how rows of new
+    ids start, one of NEW_ROWS."""
+    if new_rows not in NEW_ROWS:
+        raise ConfigError(f"refit_new_rows must be one of {list(NEW_ROWS)}, got {new_rows!r}")
     moved = {}
     for name, fresh in new_state.items():
         if name not in old_state:
@@ -104,7 +114,7 @@ def transfer_state(old_state: Dict[str, torch.Tensor], new_state: Dict[str, torc
             moved[name] = fresh
         elif entity is not None and (old.shape != fresh.shape or not torch.equal(
                 torch.as_tensor(entity.old_rows), torch.as_tensor(entity.new_rows))):
-            moved[name] = entity.move(old, fresh, fill_from_template=False)
+            moved[name] = entity.move(old, fresh, fill_from_template=False, new_rows=new_rows)
         elif old.shape == fresh.shape:
             moved[name] = old
         else:

@@ -199,7 +199,7 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
     """Continue training a saved model on a grown version of its dataset (newer interactions, new users and items).
 
     Rows follow raw ids (mmrecbole.id_transfer): every known user and item keeps its trained parameters, new ones
-    start at zero (content models: from their features), the optimizer's moments move with their rows; training
+    start at zero or at the kept rows' mean (`refit_new_rows`; content models: plus their features), the optimizer's moments move with their rows; training
     early-stops on the new validation split and the test split is read once, as in `run`. Returns `run`'s dict plus
     `parent` (the old checkpoint or bundle) and `refit` (kept / added / dropped counts). The new checkpoint's
     metadata names its parent."""
@@ -227,7 +227,7 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
         data, train, valid, test, model = build(config, data)
         old_state = {k: torch.as_tensor(v) for k, v in parent.state_dict.items()}
         new_state = model.state_dict()
-        model.load_state_dict(transfer_state(old_state, new_state, users, items))
+        model.load_state_dict(transfer_state(old_state, new_state, users, items, config["refit_new_rows"]))
         contract.prepare_refit(model)
         trainer = make_trainer(config, model)
         trainer.parent_checkpoint = os.path.abspath(parent_ckpt.path if parent_ckpt else parent.path)

@@ -7,7 +7,7 @@ import torch
 
 from mmrecbole import checkpoint, quick_start
 from mmrecbole.cli import main
-from mmrecbole.errors import CheckpointError
+from mmrecbole.errors import CheckpointError, ConfigError
 from mmrecbole.id_transfer import IdMap, transfer_optimizer_state, transfer_state
 from mmrecbole.serving import Recommender
 from tests.planted import FAST, ring_walks, write_histories
@@ -69,6 +69,20 @@ def test_rows_move_with_their_raw_ids():
     assert moved_adam["state"][0]["exp_avg"].flatten().tolist() == [0.0, 3.0, 0.0, 1.0]
     assert float(moved_adam["state"][0]["step"]) == 3.0
     assert moved_adam["param_groups"][0]["lr"] == 1e-4  # the refit's own learning rate
+
+
+def test_new_rows_start_at_the_mean_of_the_kept_rows_when_asked():
+    users = IdMap.between(["[PAD]", "a", "b", "c"], ["[PAD]", "c", "x", "a"])  # b dropped, x new
+    items = IdMap.between(["[PAD]", "i1", "i2"], ["[PAD]", "i2", "i1", "i3"])  # i3 new
+    old = {"user_embedding.weight": torch.tensor([[0.0, 0.0], [1.0, 4.0], [2.0, 5.0], [3.0, 9.0]]),
+           "item_embedding.weight": torch.tensor([[0.0], [10.0], [20.0], [99.0]])}  # + a trailing mask-token row
+    fresh = {"user_embedding.weight": torch.full((4, 2), 7.0), "item_embedding.weight": torch.full((5, 1), 7.0)}
+    moved = transfer_state(old, fresh, users, items, new_rows="mean")
+    # x gets the mean of the kept users a and c (b was dropped; the padding row stays out of it and stays 0)
+    assert moved["user_embedding.weight"].tolist() == [[0.0, 0.0], [3.0, 9.0], [2.0, 6.5], [1.0, 4.0]]
+    assert moved["item_embedding.weight"].flatten().tolist() == [0.0, 20.0, 10.0, 15.0, 99.0]  # mask row kept
+    with pytest.raises(ConfigError, match=r"refit_new_rows must be one of \['zero', 'mean'\], got 'random'"):
+        transfer_state(old, fresh, users, items, new_rows="random")
 
 
 def test_refit_carries_every_known_ids_parameters_and_names_its_parent(periods, tmp_path):
