@@ -22,6 +22,9 @@ class ModelContract:
           them before the model is built (mmrecbole.features.attach_item_content) and leaderboards mark such rows.
       supports_all_positions: a sequential model that trains on `train_mode: all_positions` windows
           (mmrecbole.data.windows).
+      seed_independent: the fitted model and its scores do not depend on the seed (no random initialisation,
+          sampling or order that reaches the result): a leaderboard trains it once and reports that run for every
+          seed.
     Instance attributes / methods:
       loss_names: names of the terms when `calculate_loss` returns a tuple (epoch log, TensorBoard).
       pre_epoch(epoch): called before every training epoch (e.g. FREEDOM re-samples its graph).
@@ -44,6 +47,7 @@ class ModelContract:
     trainer_name: ClassVar[Optional[str]] = None
     uses_item_content: ClassVar[bool] = False
     supports_all_positions: ClassVar[bool] = False
+    seed_independent: ClassVar[bool] = False
     loss_names: Tuple[str, ...] = ()
 
     def pre_epoch(self, epoch: int) -> None:
@@ -70,26 +74,32 @@ class Capabilities:
     trainer_name: Optional[str]
     uses_item_content: bool
     supports_all_positions: bool
+    seed_independent: bool = False
 
     @property
     def fits_once(self) -> bool:
         return self.trainer_name == "FitOnceTrainer"
 
 
-_DEFAULTS = Capabilities(trainer_name=None, uses_item_content=False, supports_all_positions=False)
-
-
 def follows_contract(model_class) -> bool:
     return isinstance(model_class, type) and issubclass(model_class, ModelContract)
+
+
+#: RecBole models whose result does not depend on the seed: ItemKNN (item-item similarities of the training matrix,
+#: computed when the model is built; equal test metrics over 3 seeds on every committed board). RecBole's own Pop is
+#: seed-dependent (mmrecbole.model.general_recommender.pop says why); ours, which replaces it, declares itself.
+RECBOLE_SEED_INDEPENDENT = frozenset({"ItemKNN"})
 
 
 def capabilities(model_class) -> Capabilities:
     """The declared capabilities of a model class (the defaults for RecBole's own models)."""
     if not follows_contract(model_class):
-        return _DEFAULTS
+        return Capabilities(None, False, False,
+                            seed_independent=getattr(model_class, "__name__", "") in RECBOLE_SEED_INDEPENDENT)
     return Capabilities(trainer_name=model_class.trainer_name,
                         uses_item_content=bool(model_class.uses_item_content),
-                        supports_all_positions=bool(model_class.supports_all_positions))
+                        supports_all_positions=bool(model_class.supports_all_positions),
+                        seed_independent=bool(model_class.seed_independent))
 
 
 def reads_item_content(config) -> bool:

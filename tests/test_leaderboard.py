@@ -71,7 +71,7 @@ def test_children_report_epochs_and_write_their_log_as_they_go(board):
             assert epochs == list(range(4)), (label, seed, epochs)  # 4 epochs, no early stop
     assert all(line.endswith(("left", "unless validation improves")) for line in lines)
     pop = [line for line in lines if "] Pop seed" in line]
-    assert len(pop) == 2 and all(" epoch 0: " in line and "at most 0 s left" in line for line in pop), pop  # one fit
+    assert len(pop) == 1 and " epoch 0: " in pop[0] and "at most 0 s left" in pop[0], pop  # one fit, one seed
     for record in outcome["runs"]:
         with open(record["log_file"], encoding="utf-8") as f:
             text = f.read()
@@ -139,6 +139,31 @@ def test_rerun_uses_the_cache_and_a_changed_row_reruns_alone(board, monkeypatch)
     outcome = run_leaderboard(changed, echo=lambda *_: None)
     assert calls == ["BPR", "BPR"]
     assert len(outcome["runs"]) == 6
+
+
+def test_a_model_that_ignores_the_seed_is_trained_once_and_reported_for_every_seed(board):
+    """Pop does not use the seed: the board trains seed 1 only and reports that run as seed 2 too, which is exactly
+    what training seed 2 gives (known answer: the run itself), and the report says so."""
+    spec, outcome, _ = board
+    pop = {r["seed"]: r for r in outcome["runs"] if r["label"] == "Pop"}
+    assert sorted(pop) == [1, 2] and pop[2]["same_run_as_seed"] == 1 and "same_run_as_seed" not in pop[1]
+    trained = run("Pop", spec.dataset, config_dict={**spec.row_settings(spec.models[0], 2), "state": "WARNING"},
+                  saved=False)
+    assert trained["seed"] == 2 and trained["test"] == pop[2]["test"]
+    assert trained["test_per_user"] == pop[2]["test_per_user"]
+    text = open(outcome["report"]["paths"]["md"]).read()
+    assert "Trained once (the model does not use the seed; that run is reported for every seed): Pop (seed 1)." in text
+    assert not any(r.get("same_run_as_seed") for r in outcome["runs"] if r["label"] != "Pop")  # BPR, VBPR: seeded
+
+
+def test_which_models_a_board_trains_once():
+    from mmrecbole import contract
+
+    def once(name):
+        return contract.capabilities(Config(name, "ml-100k").model_class).seed_independent
+
+    assert [name for name in ("Pop", "ItemKNN", "ImplicitItemKNN", "BPR", "ImplicitALS", "SASRec", "LightGCN")
+            if once(name)] == ["Pop", "ItemKNN", "ImplicitItemKNN"]
 
 
 def test_a_parallel_board_overlaps_its_children_and_says_its_timings_are_shared(board, tmp_path, monkeypatch):
@@ -306,7 +331,7 @@ def test_each_worker_of_a_parallel_board_gets_its_own_gpu(tmp_path, monkeypatch)
         return None, f"{what} not run (test)"
 
     monkeypatch.setattr(runner_module, "run_job", fake_job)
-    spec = LeaderboardSpec(dataset="ml-100k", seeds=[1, 2, 3], models=[ModelEntry("Pop", "Pop")],
+    spec = LeaderboardSpec(dataset="ml-100k", seeds=[1, 2, 3], models=[ModelEntry("BPR", "BPR")],
                            cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "board"), jobs=2)
     with pytest.raises(UserError, match="no leaderboard run finished"):
         run_leaderboard(spec, echo=lambda *_: None, status=_RecordingStatus())
@@ -378,8 +403,11 @@ def test_report_only_runs_nothing_and_lists_missing_runs(board, monkeypatch, tmp
     wider = _spec(tmp_path, data_path, files)
     wider.cache_dir, wider.seeds = spec.cache_dir, [1, 2, 3]  # another board over the same cache
     outcome = run_leaderboard(wider, echo=lambda *_: None, report_only=True)
-    assert len(outcome["runs"]) == 6 and len(outcome["failures"]) == 3
+    # Pop does not use the seed: its seed 3 is seed 1's run (copied, not trained); BPR's and VBPR's are missing
+    assert len(outcome["runs"]) == 7 and len(outcome["failures"]) == 2
+    assert [r["same_run_as_seed"] for r in outcome["runs"] if r["label"] == "Pop" and r["seed"] == 3] == [1]
     assert "VBPR (text+image) seed 3: not run yet" in outcome["report"]["markdown"]
+    assert not any("seed3" in name for name in os.listdir(os.path.join(spec.cache_dir, "runs")))  # nothing written
     assert outcome["report"]["paths"]["md"].startswith(str(tmp_path))  # its own report, the shared runs
 
 

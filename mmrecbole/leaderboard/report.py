@@ -52,6 +52,15 @@ def timing_note(records):
             "cores (the board's `jobs`): their train and test seconds are longer than a run alone would take.")
 
 
+def seed_note(records):
+    """A line naming the rows whose model does not use the seed (trained once, that run reported for every seed)."""
+    rows = {r["label"]: r["same_run_as_seed"] for r in records if r.get("same_run_as_seed") is not None}
+    if not rows:
+        return None
+    return ("Trained once (the model does not use the seed; that run is reported for every seed): "
+            + ", ".join(f"{label} (seed {seed})" for label, seed in rows.items()) + ".")
+
+
 def run_commits(records) -> str:
     """'a1b2c3d (26 runs), 9f8e7d6 (13 runs)': the commits the cached runs were trained at, most runs first."""
     counts = {}
@@ -312,7 +321,8 @@ def write_report(spec, records, failures, tuning=None) -> dict:
              for label, runs in groups.items() if baseline and label != baseline}
     env = environment()
     origin = provenance.summarize(records, env["commit"], env["code_version"])
-    env.update(run_commits=run_commits(records), provenance=origin["line"], timing=timing_note(records))
+    env.update(run_commits=run_commits(records), provenance=origin["line"],
+               timing=" ".join(filter(None, [timing_note(records), seed_note(records)])))
     paths = {name: os.path.join(spec.output_dir, f"leaderboard.{name}") for name in ("md", "csv", "png")}
     text = markdown(spec, summaries, tests, baseline, env, failures, tuning)
     write_text_atomically(paths["md"], text)

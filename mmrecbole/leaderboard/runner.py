@@ -49,6 +49,8 @@ class PlannedRun:
             self.hash = config_hash(config)
             self.modalities = tuple(config["modalities"]) if self.uses_content else ()
             self.config = config
+        self.seed_independent = self.config is not None and contract.capabilities(
+            self.config.model_class).seed_independent  # trained once, at the board's first seed
         self.code_version = provenance.code_version()
         self.cache = run_cache(spec)
         self.path = self.cache.path(entry.name, spec.dataset, seed, self.hash)
@@ -320,13 +322,16 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
     runs = plan(board) if board.models else []
 
     commit = provenance.code_commit()  # stamped on each new run, with the code version (part of the run's key)
-    done, pending = {}, []
+    done, pending, copies, first_run = {}, [], [], {}
     for index, run in enumerate(runs, 1):
         tag = f"[{index}/{len(runs)}] {run.entry.label} seed {run.seed}"
         cached = None if force else run.cached()
+        first_run.setdefault(run.entry.label, index)
         if cached is not None:
             say(f"{tag}: cached ({os.path.relpath(run.path)})")
             done[index] = cached
+        elif run.seed_independent and first_run[run.entry.label] != index:
+            copies.append((index, tag, run, first_run[run.entry.label]))
         elif report_only:
             failures.append(f"{run.entry.label} seed {run.seed}: not run yet")
         else:
@@ -363,6 +368,14 @@ def run_leaderboard(spec: LeaderboardSpec, force=False, timeout=None, echo=print
             execute(*item)
     else:
         _run_in_parallel(board, pending, execute, say)
+    for index, tag, run, first in copies:  # the model ignores the seed: its first seed's run is every seed's
+        if first in done:
+            done[index] = {**done[first], "seed": run.seed, "same_run_as_seed": done[first]["seed"]}
+            if not report_only:  # report_only writes nothing to the cache
+                run.cache.put(done[index])
+            say(f"{tag}: the run of seed {done[first]['seed']} ({run.entry.name} does not use the seed)")
+        else:
+            failures.append(f"{run.entry.label} seed {run.seed}: not run (it is the run of the first seed, missing)")
     records = [done[index] for index in sorted(done)]
     if not records:
         raise UserError("no leaderboard run finished: " + "; ".join(failures))

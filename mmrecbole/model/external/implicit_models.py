@@ -230,6 +230,7 @@ class ImplicitItemKNN(ImplicitRecommender):
     training matrix x the item-item similarity, as implicit's `recommend` computes it."""
 
     SIMILARITIES = ("cosine", "bm25", "tfidf")
+    seed_independent = True  # similarities of the training matrix: no random state anywhere
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

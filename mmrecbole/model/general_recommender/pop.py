@@ -24,6 +24,7 @@ class Pop(GeneralRecommender, ModelContract):
     input_type = InputType.POINTWISE
     type = ModelType.TRADITIONAL
     trainer_name = "FitOnceTrainer"
+    seed_independent = True  # exact counts of the training split
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
