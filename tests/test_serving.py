@@ -127,8 +127,10 @@ def test_batch_equals_one_by_one_and_a_history_request_equals_the_users_own(sasr
         batch = recommender.recommend(users, k=7, batch_size=16)
         for answer in batch[:20]:
             single = recommender.recommend([answer.user], k=7)[0]
-            assert [i.item_id for i in single.items] == [i.item_id for i in answer.items]
             np.testing.assert_allclose([i.score for i in single.items], [i.score for i in answer.items], rtol=1e-5)
+            for one, batched in zip(single.items, answer.items):  # the same list; tied scores may swap places
+                assert one.item_id == batched.item_id or abs(one.score - batched.score) <= 1e-5 * abs(one.score), \
+                    (single.items, answer.items)
     recommender = Recommender.load(sasrec["bundle"])
     for user in ["1", "2", "3"]:  # a sequential model reads the same input either way: identical answers
         own = recommender.recommend([user], k=7)[0]
