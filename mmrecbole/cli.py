@@ -298,5 +298,9 @@ def _main(argv) -> int:
         raise ConfigError("no dataset given: pass --dataset=NAME, e.g. --dataset=ml-100k")
     result = quick_start.run(args.model, args.dataset, args.config_files, cmd_dict=overrides,
                              cmd_text=texts, saved=not args.no_save)
+    if result is None:  # a DDP run whose global rank 0 is another machine's: that machine reports it
+        print("this machine's training processes finished; the machine of global rank 0 (--ip) reports the run "
+              "and holds its checkpoint")
+        return 0
     print(_report_run(result))
     return 0

@@ -23,19 +23,20 @@ import yaml
 
 #: Modules outside compat that use RecBole beyond its public model API, and what they rely on.
 RECBOLE_TOUCHPOINTS = {
-    "mmrecbole/config.py": "Config's private layering steps, through RecBoleConfigAdapter (below)",
+    "mmrecbole/config.py": "Config's private layering steps, through RecBoleConfigAdapter (below); _init_device",
     "mmrecbole/registry.py": "AbstractRecommender, to tell recommender classes from other exports",
     "mmrecbole/data/build.py": "data_preparation's parts: create_samplers, get_dataloader, KGSampler; Dataset.build",
     "mmrecbole/data/eval_loader.py": "FullSortEvalDataLoader: _init_batch_size_and_step, collate_fn's 4-tuple, "
                                      "is_sequential, set_batch_size; the trainer masks `history_index`",
     "mmrecbole/data/cold_start.py": "Dataset.build (pandas inter_feat, remapped ids, before the split), Dataset.copy",
-    "mmrecbole/data/windows.py": "Interaction; SequentialDataset's ITEM_SEQ / ITEM_SEQ_LEN fields",
+    "mmrecbole/data/windows.py": "Interaction; SequentialDataset's ITEM_SEQ / ITEM_SEQ_LEN fields; DDP's "
+                                 "train_data.sampler.set_epoch",
     "mmrecbole/data/checked_dataset.py": "Dataset._load_feat(filepath, source) reading config['encoding'], "
                                          "_get_load_and_unload_col, _reset_index, feat_name_list",
     "mmrecbole/trainer/tensorboard.py": "recbole.trainer.trainer's module-level get_tensorboard, called in "
                                         "Trainer.__init__",
     "mmrecbole/trainer/base.py": "Trainer: fit's callback after early_stopping (cur_step), _train_epoch, "
-                                 "_save_checkpoint, resume_checkpoint, evaluate, _full_sort_batch_eval, "
+                                 "_save_checkpoint, resume_checkpoint, evaluate, _full_sort_batch_eval, _map_reduce, "
                                  "_generate_train_loss_output, _add_train_loss_to_tensorboard, evaluator, "
                                  "eval_collector",
     "mmrecbole/trainer/fit_once.py": "Trainer: _build_optimizer, _valid_epoch, eval_collector.data_collect",
@@ -73,8 +74,7 @@ RECBOLE_OPTIONAL_KEYS = frozenset(
     {
         "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "INVERSE_ITEM_SEQ", "MASK_INDEX", "MASK_ITEM_SEQ", "NEG_ITEMS",
         "POS_ITEMS", "REORDER_ITEM_SEQ", "cin", "config_file", "contrast", "encoding", "eta", "feature_num",
-        "has_residual", "norm", "sim", "tail_ratio", "token_num_threshold", "use_filter", "world_size",
-        "xgb_early_stopping_rounds",
+        "has_residual", "norm", "sim", "tail_ratio", "token_num_threshold", "use_filter", "xgb_early_stopping_rounds",
     }
 )
 
@@ -160,18 +160,12 @@ def recbole_trainer_class(model_type, model_name: str) -> type:
     return get_trainer(model_type, model_name)
 
 
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Configuration keys
 # --------------------------------------------------------------------------------------------------------------
 def _recbole_argument_keys() -> set:
-    from recbole.utils.argument_list import (
-        dataset_arguments,
-        evaluation_arguments,
-        general_arguments,
-        training_arguments,
-    )
+    from recbole.utils.argument_list import (dataset_arguments, evaluation_arguments, general_arguments,
+                                             training_arguments)
 
     return set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
 
@@ -287,6 +281,10 @@ from recbole.data.interaction import Interaction as _Interaction  # noqa: E402  
 _recbole_interaction_rows, _Interaction.__getitem__ = _Interaction.__getitem__, _interaction_rows
 
 
+#: The entries of RecBole's evaluation DataStruct with one row per evaluated sample (cleared between evaluations).
+PER_ROW_STRUCT_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
+
+
 def collected_struct(collector):
     """RecBole's Collector.get_data_struct, moving only tensors to the CPU.
 
@@ -300,7 +298,7 @@ def collected_struct(collector):
         if isinstance(value, torch.Tensor):
             data[key] = value.cpu()
     returned = copy.deepcopy(collector.data_struct)
-    for key in ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"):
+    for key in PER_ROW_STRUCT_KEYS:
         if key in collector.data_struct:
             del collector.data_struct[key]
     return returned

@@ -218,10 +218,13 @@ class Config(compat.RecBoleConfigAdapter):
         cmd_dict: settings from command-line flags, already parsed with `parse_value`; highest priority.
         cmd_text: the same flags' raw text: a key whose default is a string keeps the text as typed
             (`--text_template={movie_title}` is a template, not a YAML mapping).
+        rank: (local rank, mmrecbole.distributed.Launch) inside one process of a DDP run: the config joins
+            the launch's process group and is this rank's (device, `single_spec` False...).
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_dict=None,
-                 cmd_text=None):
+                 cmd_text=None, rank=None):
+        self._rank = rank
         self._cmd_text = dict(cmd_text or {})
         layers = read_layers(config_file_list, config_dict, cmd_dict)
         self._layers = layers
@@ -269,6 +272,13 @@ class Config(compat.RecBoleConfigAdapter):
                 )
         # The plain settings behind this config, before RecBole derives its own keys: enough to rebuild it.
         self.resolved = {k: copy.deepcopy(v) for k, v in final.items() if k not in compat.RECBOLE_DERIVED_KEYS}
+
+    def _init_device(self):
+        if self._rank is None:
+            return super()._init_device()
+        from mmrecbole.distributed import init_rank  # RecBole's own joins NCCL only, GPUs only
+
+        init_rank(self.final_config_dict, *self._rank)
 
     # -- strictness ---------------------------------------------------------------------------------------------
     def _check_keys(self):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mmrecbole import checkpoint, compat, registry
+from mmrecbole import checkpoint, compat, distributed, registry
 from mmrecbole.config import Config
-from mmrecbole.errors import CheckpointError, UserError
+from mmrecbole.errors import CheckpointError, ConfigError, UserError
 from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
@@ -51,6 +51,9 @@ def build(config: Config, dataset=None):
         attach_item_content(config, compat.dataset_of(train))
     compat.set_seed(config["seed"], config["reproducibility"])
     model = config.model_class(config, compat.dataset_of(train)).to(config["device"])
+    rank, _ = distributed.rank_and_world(config)
+    if rank:  # DDP: negatives and dropout differ per rank; the parameters are rank 0's (DDP broadcasts them)
+        compat.set_seed(config["seed"] + rank, config["reproducibility"])
     return dataset, train, valid, test, model
 
 
@@ -69,6 +72,22 @@ def run(model, dataset, config_file_list=None, config_dict=None, cmd_dict=None, 
                             saved=saved, show_progress=show_progress, log_dir=log_dir, console_log=console_log,
                             cmd_text=cmd_text)
     config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text)
+    launch = distributed.Launch.from_config(config)
+    if launch is not None:  # nproc / world_size > 1: this process starts the ranks and returns rank 0's result
+        distributed.check_trainable(config)
+        return distributed.spawn(_run_rank, launch, (model, dataset, config_file_list, config_dict, cmd_dict,
+                                                     cmd_text, saved, show_progress, log_dir, console_log))
+    return _train_and_test(config, saved, show_progress, log_dir, console_log)
+
+
+def _run_rank(local_rank, launch, model, dataset, config_file_list, config_dict, cmd_dict, cmd_text, saved,
+              show_progress, log_dir, console_log):
+    """One process of a DDP run (started by mmrecbole.distributed.spawn): its rank's config, the same training."""
+    config = Config(model, dataset, config_file_list, config_dict, cmd_dict, cmd_text, rank=(local_rank, launch))
+    return _train_and_test(config, saved, show_progress, log_dir, console_log and distributed.is_main(config))
+
+
+def _train_and_test(config, saved, show_progress, log_dir, console_log) -> dict:
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     progress.report("log", model=config["model"], path=os.path.abspath(log_file))
@@ -98,7 +117,7 @@ def _finish(config, data, train, test, model_obj, trainer, saved, bars, best_val
     per_user = getattr(trainer, "last_per_user", None)
     epochs_run = history[-1][0] + 1 if history else int(trainer.epochs)
     bundle = None
-    if saved and config["save_bundle"] and export.servable(config.model_class):
+    if saved and config["save_bundle"] and export.servable(config.model_class) and distributed.is_main(config):
         bundle = export.write(export.bundle_path_for(trainer.saved_model_file),
                                  checkpoint_path=trainer.saved_model_file, config=config, dataset=data,
                                  train_dataset=compat.dataset_of(train), model=model_obj)
@@ -126,6 +145,7 @@ def _finish(config, data, train, test, model_obj, trainer, saved, bars, best_val
         test_per_user={k: [round(float(x), 6) for x in v] if k != "user_id" else list(v)
                        for k, v in per_user.items()} if per_user else None,
         bundle=bundle,
+        extra={"world_size": distributed.rank_and_world(config)[1]} if distributed.is_distributed(config) else {},
     )
 
 
@@ -133,6 +153,7 @@ def fit_on_validation(config: Config, on_validation=None, log_dir="log", console
     """Train `config` with early stopping on validation and never read the test split: (best validation score, the
     validation metrics at it). No checkpoint is written. `on_validation(epoch, score)` runs after each validation
     (a tuner reports to its pruner there, and may raise to stop the run)."""
+    _refuse_distributed(config, "a tuning trial")
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)
@@ -141,6 +162,12 @@ def fit_on_validation(config: Config, on_validation=None, log_dir="log", console
         trainer = make_trainer(config, model_obj)
         score, result = trainer.fit(train, valid, saved=False, show_progress=False, callback_fn=on_validation)
     return float(score), _metrics(result)
+
+
+def _refuse_distributed(config, what: str) -> None:
+    if distributed.Launch.from_config(config) is not None:
+        raise ConfigError(f"{what} trains in one process; nproc / world_size > 1 (DDP) applies to a training run "
+                          "(--model --dataset): set nproc: 1")
 
 
 @dataclass
@@ -208,6 +235,7 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
     parent, parent_ckpt = _refit_parent(checkpoint_path)
     config = Config(parent.model, dataset, config_file_list, {**_carried_settings(parent), **(config_dict or {})},
                     cmd_dict, cmd_text)
+    _refuse_distributed(config, "--refit")
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)

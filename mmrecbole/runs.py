@@ -31,7 +31,8 @@ PROTOCOL_KEYS = ("eval_args", "metrics", "topk", "valid_metric", "mask_seen_item
 #: Settings that change how a run is shown, batched for evaluation or where files go, not what it computes
 #: (evaluation batching changes no metric: tests/test_protocol.py checks it), or what serving shows.
 PRESENTATION_KEYS = frozenset({"show_progress", "state", "checkpoint_dir", "run_cache_dir", "data_path", "gpu_id",
-                               "worker", "eval_batch_size", "eval_sequence_rows", "save_bundle", "item_title_field"})
+                               "worker", "eval_batch_size", "eval_sequence_rows", "save_bundle", "item_title_field",
+                               "ip", "port", "group_offset"})
 
 
 def config_hash(config) -> str:

@@ -139,7 +139,7 @@ def _loader_over(lengths_per_user, bucketing, batch_size=4, max_length=6, seed=7
     config = {"window_batch_size": batch_size, "seed": seed, "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list",
               "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": max_length,
               "window_bucketing": bucketing, "window_context": context, "device": device,
-              "window_batch_targets": batch_targets, "window_shift": shift}
+              "window_batch_targets": batch_targets, "window_shift": shift, "single_spec": True}
     return SequenceWindowLoader(config, dataset)
 
 

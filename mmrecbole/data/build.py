@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from mmrecbole import compat
 from mmrecbole.data import DATASET_BUILDERS, prepare_dataset
 from mmrecbole.data.checked_dataset import CheckedAtomicFilesMixin
@@ -124,6 +126,8 @@ def build_dataloaders(config, dataset):
             raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; "
                               "use train_mode: prefix")
         train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
+    if isinstance(getattr(train, "sampler", None), torch.utils.data.distributed.DistributedSampler):
+        train.sampler.seed = int(config["seed"])  # RecBole leaves it 0: under DDP every seed shuffled alike
     valid = score_bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
     test = score_bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
     if config["mask_seen_items"] and config["MODEL_TYPE"] == ModelType.SEQUENTIAL:

@@ -21,6 +21,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from mmrecbole.errors import ConfigError
+from mmrecbole import distributed
 
 #: Interaction field holding the next item at every position (0 where padded).
 TARGETS_FIELD = "target_item_id_list"
@@ -119,7 +120,18 @@ class SequenceWindowLoader:
         # redraws each user's window boundaries every epoch, so the history a target sees varies between epochs.
         self.shift = bool(config["window_shift"])
         self.device = torch.device(config["device"])
+        # Under DDP every rank cuts the same batches (the generator is seeded alike) and trains its rows of each.
+        self.rank, self.world = distributed.rank_and_world(config)
         self._set_windows(self._cut_all())
+
+    @property
+    def sampler(self):
+        """RecBole's trainer calls `train_data.sampler.set_epoch(epoch)` under DDP; this loader's order comes from
+        its own generator, which every rank advances alike."""
+        return self
+
+    def set_epoch(self, epoch) -> None:
+        pass
 
     def _cut_all(self):
         """Every user's windows, the most recent one holding a random number of targets when shifting."""
@@ -174,7 +186,7 @@ class SequenceWindowLoader:
         batches = self._cut(order)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
-        return batches
+        return distributed.rows_of_rank(batches, self.rank, self.world)
 
     def __iter__(self):
         batches, lengths, tables = self._batches(), self.lengths, self._tables

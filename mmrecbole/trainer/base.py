@@ -10,6 +10,7 @@ and RecBole's own `_full_sort_batch_eval` masks it, for general and sequential m
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from time import perf_counter
 
@@ -20,6 +21,7 @@ from mmrecbole import checkpoint, compat
 from mmrecbole.data.fileio import remove_stale_temp_files
 from mmrecbole import contract, progress
 from mmrecbole.trainer.evaluation import per_user_topk_metrics
+from mmrecbole import distributed
 from mmrecbole.trainer.tensorboard import use_lazy_tensorboard
 
 use_lazy_tensorboard()
@@ -41,11 +43,16 @@ class TrainingMixin:
     """
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        with distributed.single_process_view(config):  # under DDP, `distributed.wrap` builds the wrapper instead
+            super().__init__(config, model)
+        if distributed.is_distributed(config):
+            self.distributed_model = distributed.wrap(self.model, config)  # RecBole's _train_epoch drives it
         # RecBole names checkpoints <model>-<local time to the second>.pth: two runs started in one second (a
-        # leaderboard's parallel jobs) wrote the same file. The process id and a per-process count make it unique.
-        self.saved_model_file = checkpoint.unique_path(self.saved_model_file)
-        remove_stale_temp_files(self.checkpoint_dir)  # left by a run killed mid-save
+        # leaderboard's parallel jobs) wrote the same file. The process id and a per-process count make it unique;
+        # under DDP rank 0 names it for all ranks (only rank 0 writes it).
+        self.saved_model_file = distributed.same_on_all_ranks(checkpoint.unique_path(self.saved_model_file), config)
+        if distributed.is_main(config):
+            remove_stale_temp_files(self.checkpoint_dir)  # left by a run killed mid-save
         collector = self.eval_collector
         collector.get_data_struct = lambda: compat.collected_struct(collector)
         self.valid_history, self.best_epoch = [], None
@@ -85,6 +92,11 @@ class TrainingMixin:
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not distributed.is_main(self.config):
+            # The state rank 0 writes (DDP keeps every rank's parameters equal), kept in memory for the test phase:
+            # ranks on other machines cannot read rank 0's disk.
+            self._kept_state = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.model.other_parameter()))
+            return
         path = kwargs.pop("saved_model_file", self.saved_model_file)
         checkpoint.save(
             path,
@@ -122,7 +134,11 @@ class TrainingMixin:
         ({"user_id": [raw ids], "ndcg@10": array, ...})."""
         if not eval_data:
             return None
-        if load_best_model:
+        kept = getattr(self, "_kept_state", None)
+        if load_best_model and model_file is None and kept is not None:  # a rank of a DDP run but the first
+            self.model.load_state_dict(kept[0])
+            self.model.load_other_parameter(kept[1])
+        elif load_best_model:
             path = model_file or self.saved_model_file
             ckpt = checkpoint.read(path, map_location=self.device)
             ckpt.check_matches(self.config["model"], self.config["dataset"],
@@ -133,6 +149,10 @@ class TrainingMixin:
         evaluate_struct = self.evaluator.evaluate
 
         def recording(struct):
+            if distributed.is_distributed(self.config):  # every rank scores the whole split, as one process would
+                struct, users = distributed.gather_rows(struct, torch.cat(self._eval_users), eval_data,
+                                                        compat.PER_ROW_STRUCT_KEYS)
+                self._eval_users = [users]
             captured["struct"] = struct
             return evaluate_struct(struct)
 
@@ -149,6 +169,9 @@ class TrainingMixin:
             self.last_per_user = {"user_id": [str(t) for t in tokens[users]],
                                   **per_user_topk_metrics(self.config, captured["struct"])}
         return result
+
+    def _map_reduce(self, result, num_sample):
+        return result  # RecBole's per-rank mean of means; `recording` above already scored the gathered split
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
