@@ -12,8 +12,9 @@ from mmrecbole import PROPERTIES_DIR
 from mmrecbole.config import read_yaml_file
 from mmrecbole.leaderboard import load_spec
 
-#: Settings a board row sets on purpose: what the row compares, not how the model is trained.
-ROW_SUBJECT = {"modalities", "use_id", "id_dropout"}
+#: Settings a board row sets on purpose: what the row compares (a modality, the ID, an auxiliary loss term), not
+#: how the model is trained.
+ROW_SUBJECT = {"modalities", "use_id", "id_dropout", "loss_weights"}  # loss_weights: the SSL ablation
 OURS = ("MMSASRec", "MMGRU4Rec")
 BOARDS = sorted(glob.glob(os.path.join(PROPERTIES_DIR, "leaderboard", "*.yaml")))
 

@@ -265,26 +265,29 @@ class MultiTaskLoss(nn.Module):
     """L = sum_k w_k L_k over `loss_weights: {rec: 1.0, align: 0.1, rating: 0.0}`.
 
     `rec` is the model's recommendation loss; `align` the ID/content InfoNCE (ItemContentEncoder.alignment_loss);
-    `rating` a regression head on the interaction's rating (MSE). Terms with weight 0 are not computed. `combine`
+    `rating` a regression head on the interaction's rating (MSE); `extra_terms` the model's own terms (sequential
+    models: `ssl`, the sequence contrast of model/sequence_contrast.py). Terms with weight 0 are not computed. `combine`
     returns the weighted terms as a tuple in `names` order: RecBole's trainer sums a tuple for the backward pass and
     logs each element; MMTrainer labels them with `names`.
     """
 
     KNOWN = ("rec", "align", "rating")
 
-    def __init__(self, config, dim):
+    def __init__(self, config, dim, extra_terms=()):
         super().__init__()
+        known = list(self.KNOWN) + list(extra_terms)
         weights = dict(config["loss_weights"] or {"rec": 1.0})
-        unknown = set(weights) - set(self.KNOWN)
+        unknown = set(weights) - set(known)
         if unknown:
-            raise ConfigError(f"loss_weights has unknown terms {sorted(unknown)}; known: {list(self.KNOWN)}")
+            raise ConfigError(f"loss_weights has unknown terms {sorted(unknown)} for {config['model']}; "
+                              f"known: {known}")
         for name, weight in weights.items():
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                 raise ConfigError(f"loss_weights.{name} must be a number >= 0, got {weight!r}")
         if weights.get("rec", 0) <= 0:
             raise ConfigError("loss_weights.rec must be > 0 (the recommendation loss)")
         self.weights = {k: float(v) for k, v in weights.items() if v > 0}
-        self.names = [k for k in self.KNOWN if k in self.weights]
+        self.names = [k for k in known if k in self.weights]
         self.temperature = float(config["align_temperature"])
         if self.temperature <= 0:
             raise ConfigError(f"align_temperature must be > 0, got {self.temperature}")

@@ -12,6 +12,7 @@ from mmrecbole.data.windows import TARGETS_FIELD
 from mmrecbole.errors import ConfigError
 from mmrecbole.contract import ModelContract
 from mmrecbole.model.layers import ItemContentEncoder, MultiTaskLoss
+from mmrecbole.model.sequence_contrast import SequenceContrast
 
 
 class MMSequentialRecommender(SequentialRecommender, ModelContract):
@@ -61,8 +62,9 @@ class MMSequentialRecommender(SequentialRecommender, ModelContract):
         if self.items.out_dim != dim:
             raise ConfigError(f"fusion '{self.items.fusion}' gives {self.items.out_dim}-d items; "
                               f"{type(self).__name__} needs {dim}: use sum, concat or gate")
-        self.multitask = MultiTaskLoss(config, dim)
+        self.multitask = MultiTaskLoss(config, dim, extra_terms=("ssl",))
         self.loss_names = self.multitask.names
+        self.sequence_contrast = SequenceContrast(config, dim) if self.multitask.wants("ssl") else None
 
     def encode_all(self, item_seq, table):
         raise NotImplementedError
@@ -98,6 +100,9 @@ class MMSequentialRecommender(SequentialRecommender, ModelContract):
             terms["align"] = self.items.alignment_loss(self.multitask.temperature)
         if self.multitask.wants("rating"):
             terms["rating"] = self.multitask.rating_loss(interaction, state, table[targets])
+        if self.sequence_contrast is not None:
+            terms["ssl"] = self.sequence_contrast.loss(self._encode, interaction[self.ITEM_SEQ],
+                                                       interaction[self.ITEM_SEQ_LEN], table)
         return self.multitask.combine(terms)
 
     def predict(self, interaction):
