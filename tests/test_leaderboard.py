@@ -353,6 +353,28 @@ def test_baseline_is_chosen_by_validation_not_test():
 
     summaries = {"A": summary(0.30, 0.10), "B": summary(0.20, 0.50), "MM": summary(0.90, 0.90, content=True)}
     assert choose_baseline(summaries) == "A"
+    # a board file's declared baseline wins, content row or not; a declared row without runs gives none
+    assert choose_baseline(summaries, "MM") == "MM" and choose_baseline(summaries, "B") == "B"
+    assert choose_baseline({"A": summaries["A"]}, "MM") is None
+
+
+def test_a_declared_baseline_is_a_row_label_and_the_board_says_it_was_declared(tmp_path):
+    path = tmp_path / "lb.yaml"
+    path.write_text("dataset: ml-100k\nseeds: 1\nbaseline: bpr\nmodels: [BPR, Pop]\n")
+    with pytest.raises(ConfigError, match="baseline 'bpr' is not a row label; labels: \\['BPR', 'Pop'\\]"):
+        load_spec(str(path))
+    path.write_text("dataset: ml-100k\nseeds: 1\nbaseline: Pop\nmodels: [BPR, Pop]\n")
+    spec = load_spec(str(path))
+    assert spec.baseline == "Pop" and load_spec(str(tmp_path / "lb.yaml")).baseline == "Pop"
+    summaries = {label: stats.summarize([{"test": {"ndcg@10": value}, "best_valid_score": value}])
+                 for label, value in (("BPR", 0.3), ("Pop", 0.1))}
+    tests = {"BPR": {"p_users_t": 0.01, "p_users_wilcoxon": 0.02, "p_seeds_t": float("nan")}}
+    text = report.markdown(spec, summaries, tests, choose_baseline(summaries, spec.baseline), report.environment(), [])
+    assert "Baseline for Δ and p-values: **Pop**, the reference row declared by the board file" in text
+    assert "| Pop (baseline) |" in text and "+200.0%" in text  # BPR's ΔNDCG@10 against the declared row
+    spec.baseline = ""
+    text = report.markdown(spec, summaries, {"Pop": tests["BPR"]}, choose_baseline(summaries), report.environment(), [])
+    assert "**BPR**, the collaborative-filtering row (no item content) with the best mean validation score" in text
 
 
 def test_reported_test_is_at_the_best_validation_epoch_not_the_best_test_epoch(tmp_path):

@@ -171,6 +171,12 @@ def tuning_section(spec, tuning) -> list:
             "search s: summed trial durations.", "", table, ""]
 
 
+def _baseline_reason(spec) -> str:
+    if spec.baseline:
+        return "the reference row declared by the board file (baseline:, fixed before any run)"
+    return "the collaborative-filtering row (no item content) with the best mean validation score"
+
+
 def markdown(spec, summaries, tests, baseline, env, failures, tuning=None) -> str:
     """The board's text. `env`: environment() plus "provenance", the sentence of provenance.summarize on the
     board's runs (a warning about unrecorded runs when missing). `tuning`: {"studies": {label: study record},
@@ -226,8 +232,7 @@ def markdown(spec, summaries, tests, baseline, env, failures, tuning=None) -> st
         "",
         f"Seeds: {seeds} (mean ± std over seeds). Protocol: {_protocol(spec)}.",
         "",
-        f"Baseline for Δ and p-values: **{baseline or 'none'}**, the collaborative-filtering row (no item content) "
-        f"with the best mean validation score. p users: paired tests over users of the per-user test {sig} "
+        f"Baseline for Δ and p-values: **{baseline or 'none'}**, {_baseline_reason(spec)}. p users: paired tests over users of the per-user test {sig} "
         "(each user's value averaged over seeds); p seeds: paired t-test over seeds. Best value per column in bold.",
         "",
         WILCOXON_NOTE,
@@ -301,7 +306,8 @@ def plot(spec, summaries, baseline, path) -> None:
         axis.set_xlim(0, max(m + s for m, s in zip(means, stds)) * 1.18 or 1)
         axis.grid(axis="x", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#1f77b4", "#7f7f7f", "#d62728")]
-    figure.legend(handles, ["reads item text/images", "CF baseline", "best CF baseline (by validation)"],
+    reference = "baseline (declared by the board)" if spec.baseline else "best CF baseline (by validation)"
+    figure.legend(handles, ["reads item text/images", "CF baseline", reference],
                   loc="lower center", ncol=3, fontsize=8, frameon=False)
     cold = float(spec.settings.get("cold_start_item_ratio") or 0.0)
     scope = f"; test on cold-start items ({cold:.0%} held out of training)" if cold else ""
@@ -316,7 +322,7 @@ def plot(spec, summaries, baseline, path) -> None:
 def write_report(spec, records, failures, tuning=None) -> dict:
     groups = stats.group_by_label(records, [m.label for m in spec.models])
     summaries = {label: stats.summarize(runs) for label, runs in groups.items()}
-    baseline = stats.choose_baseline(summaries)
+    baseline = stats.choose_baseline(summaries, spec.baseline)
     tests = {label: stats.paired_tests(runs, groups[baseline], spec.significance_metric)
              for label, runs in groups.items() if baseline and label != baseline}
     env = environment()

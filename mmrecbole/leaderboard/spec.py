@@ -9,6 +9,8 @@
         label: MMSASRec (text only)    # row label, unique; default = name
         settings: {modalities: [text]}
     significance_metric: ndcg@10       # per-user test metric of the paired tests
+    baseline: SASRec (ID only)         # reference row of the Δ and p-values, declared before any run; default:
+                                       # the CF row (no item content) with the best mean validation score
     plot_metrics: [ndcg@10, recall@20]
     output_dir: leaderboards/<name>    # reports; default leaderboards/<dataset>
     cache_dir: leaderboards/<dataset>  # runs/, checkpoints/, logs/: shared by every leaderboard of the dataset, so
@@ -43,7 +45,7 @@ from mmrecbole.runs import PROTOCOL_KEYS
 LEADERBOARD_METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage", "GiniIndex", "AveragePopularity",
                        "TailPercentage"]
 _TOP_KEYS = {"dataset", "seeds", "settings", "models", "significance_metric", "plot_metrics", "output_dir",
-             "cache_dir", "jobs", "tune"}
+             "cache_dir", "jobs", "tune", "baseline"}
 _TUNE_KEYS = {"trials", "search_space"}
 
 
@@ -78,6 +80,9 @@ class LeaderboardSpec:
     tune: object = None  # a TuneRequest for every row with a search space, or None
     storage: str = ""    # Optuna storage of the board's studies; default sqlite:///<cache_dir>/tuning/<dataset>.db
     source: str = "command line"
+    #: label of the reference row of the Δ and p-values ("" = the best CF row by mean validation score). A board
+    #: of variants of one content model (no CF row) names its plain variant here.
+    baseline: str = ""
 
     def __post_init__(self):
         default = os.path.join(PROJECT_ROOT, "leaderboards", self.dataset)
@@ -221,6 +226,9 @@ def validate(spec: LeaderboardSpec) -> LeaderboardSpec:
         raise ConfigError(f"leaderboard {spec.source}: tuned rows must share one budget (the same trials), got "
                           f"{listed}")
     labels = [m.label for m in spec.models]
+    if spec.baseline and spec.baseline not in labels:
+        raise ConfigError(f"leaderboard {spec.source}: baseline '{spec.baseline}' is not a row label; labels: "
+                          f"{labels}")
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
         raise ConfigError(f"leaderboard {spec.source}: row labels must be unique, repeated: {duplicated} "
@@ -264,6 +272,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         jobs=resolve_jobs(data.get("jobs", "auto"), f"leaderboard {path}: jobs"),
         tune=_tune_request(data.get("tune"), f"tune in {path}", allow_false=False),
         source=path,
+        baseline=str(data.get("baseline") or ""),
     )
     return validate(spec)
 

@@ -1,7 +1,9 @@
 """Aggregation and significance for leaderboards.
 
 Rows: mean and std over seeds of every test metric, timings, memory, parameters. The reference row is the best
-collaborative-filtering baseline (a row that reads no item content) by mean *validation* score, never by test.
+collaborative-filtering baseline (a row that reads no item content) by mean *validation* score, never by test, or
+the row the board file declares as `baseline` (a choice made before any run, e.g. a model's plain variant on a board
+of its variants).
 Each other row is compared with it by paired tests on the per-user test metric (each user's value averaged over
 seeds; paired t-test and Wilcoxon signed-rank over users) and over seeds (paired t-test of per-seed means).
 
@@ -42,8 +44,11 @@ def summarize(runs) -> dict:
     return summary
 
 
-def choose_baseline(summaries) -> str | None:
-    """Label of the CF baseline with the best mean validation score (None if every row reads item content)."""
+def choose_baseline(summaries, declared: str = "") -> str | None:
+    """`declared` (the board file's baseline, fixed before any run) when it has runs; else the label of the CF row
+    with the best mean validation score (None if every row reads item content)."""
+    if declared:
+        return declared if declared in summaries else None
     candidates = [(s["best_valid_score"][0], label) for label, s in summaries.items() if not s["uses_content"]]
     return max(candidates)[1] if candidates else None
 
