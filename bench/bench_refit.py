@@ -10,6 +10,8 @@ end of increment t (amazon-office's same-day ties keep the file's order, which i
             fit of --refit_iterations iterations)
   refit_mean (--mean_rows) the same refit chain with `refit_new_rows: mean` (new ids' rows start at the mean of
             the kept rows instead of zero)
+  refit_sp  (--shrink_perturb S P) the same refit chain with `refit_shrink: S, refit_perturb: P` (carried weights
+            times S plus P times a fresh initialisation, a fresh optimizer: Ash & Adams' shrink and perturb)
   stale     the base model carried over to version t without training (a refit at a learning rate of 1e-12):
             gradient-trained models only
 Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
@@ -21,7 +23,7 @@ amazon-office: text), relabelled per version (the items' content does not change
 Goal (the issue): refit >= 0.98 x scratch quality at <= 0.25 x its time at every step, and clearly above stale.
 
 Usage: .venv/bin/python bench/bench_refit.py [--dataset ml-100k-mm|amazon-office]
-       [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3] [--refit_stopping_step 3] [--refit_iterations 3] [--work DIR] [--out bench/out/refit.json]
+       [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3] [--refit_stopping_step 3] [--refit_iterations 3] [--mean_rows] [--shrink_perturb S P] [--work DIR] [--out bench/out/refit.json]
 """
 import argparse
 import json
@@ -136,6 +138,8 @@ def main():
     parser.add_argument("--mean_rows", action="store_true",
                         help="gradient-trained rows: also a refit chain with refit_new_rows: mean (new users' and "
                              "items' ID rows start at the kept rows' mean instead of zero)")
+    parser.add_argument("--shrink_perturb", nargs=2, type=float, metavar=("SHRINK", "PERTURB"),
+                        help="gradient-trained rows: also a refit chain with refit_shrink / refit_perturb")
     parser.add_argument("--work")
     parser.add_argument("--out", default="bench/out/refit.json")
     args = parser.parse_args()
@@ -148,7 +152,7 @@ def main():
         model = VARIANTS[label][0]
         base_name = versions[0][0]
         base = run(model, base_name, config_dict=settings_for(label, work, base_name, args.dataset), console_log=False)
-        previous = previous_mean = base
+        previous = previous_mean = previous_sp = base
         for step in range(1, len(versions)):
             name, _ = versions[step]
             previous_name, previous_cut = versions[step - 1]
@@ -179,6 +183,13 @@ def main():
                     row["refit_mean"] = increment_scores(mean, work, name, previous_cut, before)
                     row["refit_mean_train_s"] = round(mean["train_seconds"], 1)
                     previous_mean = mean
+                if args.shrink_perturb:  # the same refit chain, its weights shrunk towards a fresh init each step
+                    shrink, perturb = args.shrink_perturb
+                    sp = refit(previous_sp["bundle"], name, console_log=False,
+                               config_dict={**settings, **own, "refit_shrink": shrink, "refit_perturb": perturb})
+                    row["refit_sp"] = increment_scores(sp, work, name, previous_cut, before)
+                    row["refit_sp_train_s"] = round(sp["train_seconds"], 1)
+                    previous_sp = sp
             for key in ("ndcg@10", "recall@20"):
                 row[f"refit_over_scratch_{key}"] = round(row["refit"][key] / row["scratch"][key], 3)
             row["refit_over_scratch_time"] = round(row["refit_train_s"] / max(row["scratch_train_s"], 1e-9), 3)
@@ -195,7 +206,7 @@ def write_out(args, rows):
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"dataset": args.dataset, "base": args.base, "steps": args.steps,
                    "refit_stopping_step": args.refit_stopping_step,
-                   "refit_iterations": args.refit_iterations, "rows": rows}, f, indent=1)
+                   "refit_iterations": args.refit_iterations, "shrink_perturb": args.shrink_perturb, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,27 @@ def transfer_state(old_state: Dict[str, torch.Tensor], new_state: Dict[str, torc
     return moved
 
 
+def restarts(shrink, perturb) -> bool:
+    """Whether (refit_shrink, refit_perturb) move the carried weights at all; refuses values outside [0, 1]."""
+    for name, value in (("refit_shrink", shrink), ("refit_perturb", perturb)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    return (shrink, perturb) != (1, 0)
+
+
+def shrink_perturb(moved: Dict[str, torch.Tensor], fresh: Dict[str, torch.Tensor], trainable: Sequence[str],
+                   shrink: float, perturb: float) -> Dict[str, torch.Tensor]:
+    """Ash & Adams' "shrink and perturb" (NeurIPS 2020, warm-starting generalises worse than a fresh start):
+    every trainable tensor becomes `shrink` x its carried value + `perturb` x the new model's own fresh
+    initialisation (noise from the initialiser's distribution, padding rows zero like the init's). Buffers (content
+    features, masks) and anything not in `trainable` stay as carried. shrink 1, perturb 0: the carried state."""
+    if not restarts(shrink, perturb):
+        return moved
+    wanted = set(trainable)
+    return {name: shrink * tensor + perturb * fresh[name].to(tensor.device)
+            if name in wanted and tensor.is_floating_point() else tensor for name, tensor in moved.items()}
+
+
 def transfer_optimizer_state(old_opt: dict, new_opt: dict, parameter_names: List[str], old_state, new_state,
                              users: IdMap, items: IdMap) -> dict:
     """The new optimizer's state_dict `new_opt` with the old one's per-parameter state (Adam's step and moments),

@@ -226,16 +226,23 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
     """Continue training a saved model on a grown version of its dataset (newer interactions, new users and items).
 
     Rows follow raw ids (mmrecbole.id_transfer): every known user and item keeps its trained parameters, new ones
-    start at zero or at the kept rows' mean (`refit_new_rows`; content models: plus their features), the optimizer's moments move with their rows; training
+    start at zero or at the kept rows' mean (`refit_new_rows`; content models: plus their features), the optimizer's
+    moments move with their rows; `refit_shrink` / `refit_perturb` < 1 / > 0 shrink the carried weights towards a
+    fresh initialisation instead (Ash & Adams' shrink and perturb; the optimizer then starts afresh); training
     early-stops on the new validation split and the test split is read once, as in `run`. Returns `run`'s dict plus
     `parent` (the old checkpoint or bundle) and `refit` (kept / added / dropped counts). The new checkpoint's
     metadata names its parent."""
-    from mmrecbole.id_transfer import IdMap, transfer_optimizer_state, transfer_state
+    from mmrecbole.id_transfer import IdMap, restarts, shrink_perturb, transfer_optimizer_state, transfer_state
 
     parent, parent_ckpt = _refit_parent(checkpoint_path)
     config = Config(parent.model, dataset, config_file_list, {**_carried_settings(parent), **(config_dict or {})},
                     cmd_dict, cmd_text)
     _refuse_distributed(config, "--refit")
+    shrink, perturb = config["refit_shrink"], config["refit_perturb"]
+    restarted = restarts(shrink, perturb)
+    if restarted and contract.capabilities(config.model_class).fits_once:
+        raise ConfigError(f"refit_shrink / refit_perturb apply to gradient-trained models; {parent.model} refits by "
+                          "a warm-started fit of its carried factors: leave them at 1.0 / 0.0")
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)
@@ -254,12 +261,16 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
                                f"{ids.dropped[:3]}): their parameters are dropped")
         data, train, valid, test, model = build(config, data)
         old_state = {k: torch.as_tensor(v) for k, v in parent.state_dict.items()}
-        new_state = model.state_dict()
-        model.load_state_dict(transfer_state(old_state, new_state, users, items, config["refit_new_rows"]))
+        new_state = {k: v.clone() for k, v in model.state_dict().items()}  # the fresh init: perturb's noise
+        trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+        moved = transfer_state(old_state, new_state, users, items, config["refit_new_rows"])
+        model.load_state_dict(shrink_perturb(moved, new_state, trainable, shrink, perturb))
         contract.prepare_refit(model)
         trainer = make_trainer(config, model)
         trainer.parent_checkpoint = os.path.abspath(parent_ckpt.path if parent_ckpt else parent.path)
-        if parent_ckpt is not None and parent_ckpt.optimizer_state and getattr(trainer, "optimizer", None):
+        # Shrunk weights start a new optimisation: the old Adam moments describe the old point, not this one.
+        if parent_ckpt is not None and parent_ckpt.optimizer_state and getattr(trainer, "optimizer", None) \
+                and not restarted:
             names = [name for name, _ in model.named_parameters()]
             trainer.optimizer.load_state_dict(transfer_optimizer_state(
                 parent_ckpt.optimizer_state, trainer.optimizer.state_dict(), names, old_state, new_state, users, items))

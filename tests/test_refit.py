@@ -192,3 +192,41 @@ def test_users_and_items_the_new_version_deleted_are_dropped_and_reported(period
     assert new["refit"]["users"]["dropped"] == 1 and new["refit"]["items"]["dropped"] == 1
     assert "1 users of the old model are not in ringv1cut (e.g. ['1'])" in caplog.text
     assert "1 items of the old model are not in ringv1cut (e.g. ['5'])" in caplog.text
+
+
+def test_shrink_perturb_mixes_carried_and_fresh_weights_and_leaves_buffers_alone():
+    from mmrecbole.id_transfer import restarts, shrink_perturb
+
+    moved = {"w": torch.tensor([2.0, 4.0]), "items.features_text": torch.tensor([1.0, 1.0]),
+             "steps": torch.tensor([3])}
+    fresh = {"w": torch.tensor([10.0, -10.0]), "items.features_text": torch.tensor([5.0, 5.0]),
+             "steps": torch.tensor([0])}
+    mixed = shrink_perturb(moved, fresh, ["w", "steps"], 0.5, 0.1)
+    assert mixed["w"].tolist() == pytest.approx([2.0, 1.0])  # 0.5 * carried + 0.1 * fresh init
+    assert torch.equal(mixed["items.features_text"], moved["items.features_text"])  # a buffer: as carried
+    assert torch.equal(mixed["steps"], moved["steps"])  # integer tensors are counters, not weights
+    assert shrink_perturb(moved, fresh, ["w"], 1.0, 0.0) is moved and not restarts(1, 0.0) and restarts(1, 0.01)
+    for name, args in (("refit_shrink", (1.5, 0.0)), ("refit_perturb", (1.0, -0.1)), ("refit_shrink", (True, 0))):
+        with pytest.raises(ConfigError, match=rf"{name} must be a number in \[0, 1\], got "):
+            restarts(*args)
+
+
+def test_refit_shrunk_to_nothing_and_perturbed_by_a_whole_init_is_training_from_scratch(periods, tmp_path):
+    """shrink 0, perturb 1 keeps nothing of the old weights and starts a fresh optimizer: the refit must be the
+    scratch run of the same settings and seed, metric for metric; plain refit is not."""
+    settings = {"epochs": 6, "embedding_size": 16, "seed": 3}
+    old = _train("BPR", "ringv1", periods, tmp_path / "old", **settings)
+    scratch = _train("BPR", "ringv2", periods, tmp_path / "scratch", **settings)
+    restarted = _refit(old["checkpoint"], "ringv2", periods, tmp_path / "restart", refit_shrink=0.0,
+                       refit_perturb=1.0, **settings)
+    warm = _refit(old["checkpoint"], "ringv2", periods, tmp_path / "warm", **settings)
+    assert restarted["best_valid_score"] == scratch["best_valid_score"]
+    assert restarted["test"] == scratch["test"]
+    assert warm["test"] != scratch["test"]
+
+
+def test_shrink_perturb_is_refused_for_models_that_refit_by_a_warm_fit(periods, tmp_path):
+    old = _train("ImplicitALS", "ringv1", periods, tmp_path / "old")
+    with pytest.raises(ConfigError, match="refit_shrink / refit_perturb apply to gradient-trained models; "
+                                          "ImplicitALS refits by a warm-started fit"):
+        _refit(old["checkpoint"], "ringv2", periods, tmp_path / "new", refit_shrink=0.5)
