@@ -232,7 +232,8 @@ def markdown(spec, summaries, tests, baseline, env, failures, tuning=None) -> st
         "",
         f"Seeds: {seeds} (mean ± std over seeds). Protocol: {_protocol(spec)}.",
         "",
-        f"Baseline for Δ and p-values: **{baseline or 'none'}**, {_baseline_reason(spec)}. p users: paired tests over users of the per-user test {sig} "
+        f"Baseline for Δ and p-values: **{baseline or 'none'}**, {_baseline_reason(spec)}. p users: paired tests "
+        f"over users of the per-user test {sig} "
         "(each user's value averaged over seeds); p seeds: paired t-test over seeds. Best value per column in bold.",
         "",
         WILCOXON_NOTE,
