@@ -1,7 +1,8 @@
 """Which code computed a run: its code version and its git commit.
 
 The code version is a short sha256 over the contents of every .py file of the mmrecbole package and every .yaml file
-under properties/ (sorted relative paths and bytes; __pycache__ excluded), plus the versions of the packages that
+under properties/ except the board files of properties/leaderboard/ (sorted relative paths and bytes; __pycache__
+excluded), plus the versions of the packages that
 compute results. It is part of every run's key (mmrecbole.runs.RunCache: leaderboard runs, the stacker's base models), so a
 run of other code is never found and reused; the git commit says where to find that code, and whether it was
 committed.
@@ -17,6 +18,9 @@ from importlib import metadata
 from mmrecbole import PROJECT_ROOT, PROPERTIES_DIR
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: Board files (properties/leaderboard/) compose runs and compute nothing: what a row changes is in its run's config
+#: hash. Left out of the code version, so that adding or editing a board does not invalidate every cached run.
+BOARD_FILES_SUBDIR = "leaderboard"
 #: Packages whose version can change a run's numbers.
 RESULT_PACKAGES = ("recbole", "implicit", "torch", "lightgbm", "numpy", "scipy", "transformers", "torchvision")
 NOT_RECORDED = "not recorded"
@@ -27,7 +31,8 @@ def _source_files():
     """(relative path with '/', absolute path) of every file the code version covers."""
     for top, suffix in ((PACKAGE_DIR, ".py"), (PROPERTIES_DIR, ".yaml")):
         for folder, dirs, files in os.walk(top):
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            dirs[:] = [d for d in dirs if d != "__pycache__"
+                       and os.path.join(folder, d) != os.path.join(PROPERTIES_DIR, BOARD_FILES_SUBDIR)]
             for name in files:
                 if name.endswith(suffix):
                     path = os.path.join(folder, name)
@@ -71,9 +76,12 @@ def code_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
-        covered = [os.path.relpath(PACKAGE_DIR, PROJECT_ROOT), os.path.relpath(PROPERTIES_DIR, PROJECT_ROOT)]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *covered], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        properties = os.path.relpath(PROPERTIES_DIR, PROJECT_ROOT)
+        covered = [os.path.relpath(PACKAGE_DIR, PROJECT_ROOT), properties,
+                   ":(exclude)" + os.path.join(properties, BOARD_FILES_SUBDIR)]
+        status = subprocess.run(["git", "status", "--porcelain", "--", *covered], cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=10)
+        dirty = status.stdout.strip() or status.returncode != 0  # a status that failed proves nothing clean
         return (commit + (UNCOMMITTED if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -108,3 +108,24 @@ def test_real_raw_data(tmp_path):
     assert result.stats["with_plot_record"] == 1591 and result.stats["items"] == 1682
     items = read_atomic_file(result.item_path).set_index("item_id")
     assert items.loc["181", "movie_title"] == "Return of the Jedi" and items.loc["181", "description"]
+
+
+def test_one_variable_moves_every_shipped_raw_folder(tmp_path, monkeypatch):
+    """$MMRECBOLE_SHARED_DATA names the folder of all shipped raw data sets (a clone outside the workspace); the
+    ml-100k-mm-only $MMRECBOLE_RAW_DIR and an explicit mm_raw_dir still come first."""
+    from mmrecbole import SHARED_DATA_ENV
+    from mmrecbole.data import amazon_office
+    from mmrecbole.data.ml100k_mm import resolve_raw_dir
+
+    monkeypatch.delenv(RAW_DIR_ENV, raising=False)
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path / "data"))
+    assert default_raw_dir() == str(tmp_path / "data" / "ml-100k-mm")
+    assert amazon_office.default_raw_dir() == str(tmp_path / "data" / "amazon-office")
+    assert resolve_raw_dir()[0] == str(tmp_path / "data" / "ml-100k-mm")
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'data' / 'amazon-office'}.*MMRECBOLE_SHARED_DATA"):
+        amazon_office.build_amazon_office(out_dir=str(tmp_path / "out"))
+    monkeypatch.setenv(RAW_DIR_ENV, str(tmp_path / "mine"))
+    assert resolve_raw_dir() == (str(tmp_path / "mine"), f"environment variable {RAW_DIR_ENV}")
+    assert resolve_raw_dir(str(tmp_path / "given"))[0] == str(tmp_path / "given")
+    monkeypatch.delenv(SHARED_DATA_ENV)
+    assert amazon_office.default_raw_dir().endswith(os.path.join("shared", "data", "amazon-office"))

@@ -498,6 +498,8 @@ def test_code_version_covers_sources_properties_and_packages(tmp_path):
     files = dict(provenance._source_files())
     assert "mmrecbole/leaderboard/runner.py" in files and "mmrecbole/cli.py" in files
     assert any(p.startswith("properties/") and p.endswith(".yaml") for p in files)
+    assert "properties/model/MMSASRec.yaml" in files and "properties/overall.yaml" in files
+    assert not any(p.startswith("properties/leaderboard/") for p in files)  # boards compose runs, compute nothing
     assert not any("__pycache__" in p or not p.endswith((".py", ".yaml")) for p in files)
     assert set(provenance.package_versions()) >= {"recbole", "implicit", "torch", "lightgbm", "numpy", "scipy",
                                                    "transformers", "torchvision"}
@@ -685,3 +687,4 @@ def test_every_committed_board_file_is_valid():
     for name in files:
         spec = load_spec(os.path.join(folder, name))
         assert spec.models, name
+

@@ -144,9 +144,12 @@ def _git(folder, *args):
 
 @pytest.mark.parametrize("edit, dirty", [("README.md", False), ("leaderboards/board/leaderboard.md", False),
                                          ("pkg/module.py", True), ("properties/overall.yaml", True),
-                                         ("pkg/new_module.py", True)])
+                                         ("pkg/new_module.py", True),
+                                         ("properties/leaderboard/new-board.yaml", False),
+                                         ("properties/leaderboard/board.yaml", False)])
 def test_a_run_is_uncommitted_only_when_the_code_it_hashes_changed(tmp_path, monkeypatch, edit, dirty):
-    for relative in ("README.md", "leaderboards/board/leaderboard.md", "pkg/module.py", "properties/overall.yaml"):
+    for relative in ("README.md", "leaderboards/board/leaderboard.md", "pkg/module.py", "properties/overall.yaml",
+                     "properties/leaderboard/board.yaml"):
         os.makedirs(os.path.dirname(tmp_path / relative) or tmp_path, exist_ok=True)
         (tmp_path / relative).write_text("v1\n")
     _git(tmp_path, "init", "-q")

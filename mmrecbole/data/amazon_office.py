@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from mmrecbole import DATASET_DIR, PROJECT_ROOT
+from mmrecbole import DATASET_DIR, shared_data_dir
 from mmrecbole.data.atomic_files import atomic_path, write_atomic_file
 from mmrecbole.data.fileio import sha256_file
 from mmrecbole.data.manifest import BuildResult, is_up_to_date, write_manifest
@@ -36,12 +36,13 @@ ITEM_HEADER = (("item_id", "token"), ("text", "token"))
 
 
 def default_raw_dir() -> str:
-    return os.path.normpath(os.path.join(PROJECT_ROOT, "..", "shared", "data", DATASET_NAME))
+    return shared_data_dir(DATASET_NAME)
 
 
 def _raw_inputs(raw_dir: Optional[str]) -> Dict[str, str]:
     directory = os.path.abspath(os.path.expanduser(str(raw_dir))) if raw_dir else default_raw_dir()
-    origin = "property mm_raw_dir" if raw_dir else "the default location"
+    origin = ("property mm_raw_dir" if raw_dir
+              else "the default location (<project>/../shared/data, or $MMRECBOLE_SHARED_DATA)")
     inputs = {"interactions": os.path.join(directory, "interactions.tsv"),
               "items": os.path.join(directory, "items.tsv")}
     for path in inputs.values():

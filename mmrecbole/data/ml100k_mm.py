@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from mmrecbole import DATASET_DIR, PROJECT_ROOT
+from mmrecbole import DATASET_DIR, shared_data_dir
 from mmrecbole.data.atomic_files import atomic_path, read_atomic_file, read_header, write_atomic_file
 from mmrecbole.data.fileio import sha256_file, write_atomically
 from mmrecbole.data.manifest import BuildResult, is_up_to_date, write_manifest
@@ -45,7 +45,7 @@ _PLACEHOLDER_PLOT_PREFIX = "It looks like we don't have any Plot Summaries"
 
 
 def default_raw_dir() -> str:
-    return os.path.normpath(os.path.join(PROJECT_ROOT, "..", "shared", "data", "ml-100k-mm"))
+    return shared_data_dir("ml-100k-mm")
 
 
 def resolve_raw_dir(raw_dir: Optional[str] = None) -> Tuple[str, str]:
@@ -55,7 +55,7 @@ def resolve_raw_dir(raw_dir: Optional[str] = None) -> Tuple[str, str]:
         return os.path.abspath(os.path.expanduser(str(raw_dir))), "property mm_raw_dir"
     if os.environ.get(RAW_DIR_ENV):
         return os.path.abspath(os.path.expanduser(os.environ[RAW_DIR_ENV])), f"environment variable {RAW_DIR_ENV}"
-    return default_raw_dir(), "the default location"
+    return default_raw_dir(), "the default location (<project>/../shared/data, or $MMRECBOLE_SHARED_DATA)"
 
 
 def recbole_ml100k_dir() -> str:
