@@ -108,3 +108,31 @@ def test_temp_files_of_live_writers_are_left_alone(tmp_path):
     other.write_bytes(b"")
     assert remove_stale_temp_files(str(tmp_path)) == [str(dead)]
     assert live.exists() and other.exists() and not dead.exists()
+
+
+@pytest.mark.parametrize("model", ["BPR", "Pop"])
+def test_a_trainer_finds_its_checkpoint_folder_made_before_recbole_checks(model, tmp_path, ring_data_path,
+                                                                         monkeypatch):
+    """RecBole's ensure_dir (exists? then os.makedirs) races between two runs starting at once: the loser died of
+    FileExistsError on a parallel board. Our trainer makes the folder race-free first, so by the time RecBole looks
+    it is always there (the spy fails if RecBole would have to create it)."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    from mmrecbole.config import Config
+    from mmrecbole.quick_start import build
+    from mmrecbole.trainer import make_trainer
+    from tests.planted import FAST
+
+    asked = []
+
+    def spy(path):
+        asked.append(path)
+        assert os.path.isdir(path), f"RecBole would create {path} itself: the race is back"
+
+    monkeypatch.setattr(recbole_trainer, "ensure_dir", spy)
+    folder = tmp_path / "fresh" / "checkpoints"
+    config = Config(model, "planted", config_dict={**FAST, "data_path": ring_data_path,
+                                                   "checkpoint_dir": str(folder)})
+    _, _, _, _, built = build(config)
+    make_trainer(config, built)
+    assert folder.is_dir() and str(folder) in asked

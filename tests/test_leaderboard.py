@@ -687,4 +687,3 @@ def test_every_committed_board_file_is_valid():
     for name in files:
         spec = load_spec(os.path.join(folder, name))
         assert spec.models, name
-

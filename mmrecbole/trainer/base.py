@@ -11,6 +11,7 @@ and RecBole's own `_full_sort_batch_eval` masks it, for general and sequential m
 from __future__ import annotations
 
 import copy
+import os
 from functools import lru_cache
 from time import perf_counter
 
@@ -43,6 +44,9 @@ class TrainingMixin:
     """
 
     def __init__(self, config, model):
+        # RecBole's Trainer makes checkpoint_dir with ensure_dir (check, then os.makedirs): two processes starting at
+        # once (a parallel board's jobs) race, and the loser dies of FileExistsError. Made here without the race.
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         with distributed.single_process_view(config):  # under DDP, `distributed.wrap` builds the wrapper instead
             super().__init__(config, model)
         if distributed.is_distributed(config):
