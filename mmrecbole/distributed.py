@@ -263,4 +263,8 @@ def _rank_entry(local_rank, rank_main, launch, args, folder):
     if launch.group_offset + local_rank == 0:
         _write_json(folder, "result.json", result)
     if dist.is_initialized():
+        # Tear down together: a rank that destroyed its gloo group while a peer was still finishing (rank 0 writes
+        # the result and checkpoint) was seen to abort in gloo's teardown ("terminate called without an active
+        # exception", SIGABRT) once in a CI run.
+        dist.barrier()
         dist.destroy_process_group()
