@@ -261,10 +261,12 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
                                f"{ids.dropped[:3]}): their parameters are dropped")
         data, train, valid, test, model = build(config, data)
         old_state = {k: torch.as_tensor(v) for k, v in parent.state_dict.items()}
-        new_state = {k: v.clone() for k, v in model.state_dict().items()}  # the fresh init: perturb's noise
+        new_state = model.state_dict()
+        # perturb's noise is the fresh init; copied only when used (load_state_dict overwrites new_state's tensors)
+        fresh = {k: v.clone() for k, v in new_state.items()} if restarted else new_state
         trainable = [name for name, param in model.named_parameters() if param.requires_grad]
         moved = transfer_state(old_state, new_state, users, items, config["refit_new_rows"])
-        model.load_state_dict(shrink_perturb(moved, new_state, trainable, shrink, perturb))
+        model.load_state_dict(shrink_perturb(moved, fresh, trainable, shrink, perturb))
         contract.prepare_refit(model)
         trainer = make_trainer(config, model)
         trainer.parent_checkpoint = os.path.abspath(parent_ckpt.path if parent_ckpt else parent.path)
