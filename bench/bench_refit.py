@@ -12,6 +12,9 @@ end of increment t (amazon-office's same-day ties keep the file's order, which i
             the kept rows instead of zero)
   refit_sp  (--shrink_perturb S P) the same refit chain with `refit_shrink: S, refit_perturb: P` (carried weights
             times S plus P times a fresh initialisation, a fresh optimizer: Ash & Adams' shrink and perturb)
+  refit_replay (--replay R [--replay_valid_users all|updated]) the same refit chain training on the users with new
+            interactions plus a share R of the others (`refit_replay: R`), selecting on the updated users'
+            validation interactions (`refit_valid_users: updated`, the default here) or everyone's
   stale     the base model carried over to version t without training (a refit at a learning rate of 1e-12):
             gradient-trained models only
 Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
@@ -23,7 +26,7 @@ amazon-office: text), relabelled per version (the items' content does not change
 Goal (the issue): refit >= 0.98 x scratch quality at <= 0.25 x its time at every step, and clearly above stale.
 
 Usage: .venv/bin/python bench/bench_refit.py [--dataset ml-100k-mm|amazon-office]
-       [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3] [--refit_stopping_step 3] [--refit_iterations 3] [--mean_rows] [--shrink_perturb S P] [--work DIR] [--out bench/out/refit.json]
+       [--models "SASRec (ID only)" MMSASRec ImplicitALS] [--base 0.7] [--steps 3] [--refit_stopping_step 3] [--refit_iterations 3] [--mean_rows] [--shrink_perturb S P] [--replay R] [--replay_valid_users updated] [--work DIR] [--out bench/out/refit.json]
 """
 import argparse
 import json
@@ -140,6 +143,11 @@ def main():
                              "items' ID rows start at the kept rows' mean instead of zero)")
     parser.add_argument("--shrink_perturb", nargs=2, type=float, metavar=("SHRINK", "PERTURB"),
                         help="gradient-trained rows: also a refit chain with refit_shrink / refit_perturb")
+    parser.add_argument("--replay", type=float, metavar="SHARE",
+                        help="gradient-trained rows: also a refit chain with refit_replay: SHARE (the updated users "
+                             "plus this share of the others)")
+    parser.add_argument("--replay_valid_users", default="updated", choices=["all", "updated"],
+                        help="refit_valid_users of the --replay chain")
     parser.add_argument("--work")
     parser.add_argument("--out", default="bench/out/refit.json")
     args = parser.parse_args()
@@ -152,7 +160,7 @@ def main():
         model = VARIANTS[label][0]
         base_name = versions[0][0]
         base = run(model, base_name, config_dict=settings_for(label, work, base_name, args.dataset), console_log=False)
-        previous = previous_mean = previous_sp = base
+        previous = previous_mean = previous_sp = previous_replay = base
         for step in range(1, len(versions)):
             name, _ = versions[step]
             previous_name, previous_cut = versions[step - 1]
@@ -190,6 +198,20 @@ def main():
                     row["refit_sp"] = increment_scores(sp, work, name, previous_cut, before)
                     row["refit_sp_train_s"] = round(sp["train_seconds"], 1)
                     previous_sp = sp
+                if args.replay is not None:  # the same refit chain on the updated users plus a replayed share
+                    replayed = refit(previous_replay["bundle"], name, console_log=False,
+                                     config_dict={**settings, **own, "refit_replay": args.replay,
+                                                  "refit_valid_users": args.replay_valid_users})
+                    row["refit_replay"] = increment_scores(replayed, work, name, previous_cut, before)
+                    row["refit_replay_train_s"] = round(replayed["train_seconds"], 1)
+                    row["refit_replay_epochs"] = replayed["epochs_run"]
+                    row["refit_replay_users"] = replayed["refit"]["users"]
+                    for key in ("ndcg@10", "recall@20"):
+                        row[f"refit_replay_over_scratch_{key}"] = round(
+                            row["refit_replay"][key] / row["scratch"][key], 3)
+                    row["refit_replay_over_scratch_time"] = round(
+                        row["refit_replay_train_s"] / max(row["scratch_train_s"], 1e-9), 3)
+                    previous_replay = replayed
             for key in ("ndcg@10", "recall@20"):
                 row[f"refit_over_scratch_{key}"] = round(row["refit"][key] / row["scratch"][key], 3)
             row["refit_over_scratch_time"] = round(row["refit_train_s"] / max(row["scratch_train_s"], 1e-9), 3)
@@ -206,7 +228,8 @@ def write_out(args, rows):
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"dataset": args.dataset, "base": args.base, "steps": args.steps,
                    "refit_stopping_step": args.refit_stopping_step,
-                   "refit_iterations": args.refit_iterations, "shrink_perturb": args.shrink_perturb, "rows": rows}, f, indent=1)
+                   "refit_iterations": args.refit_iterations, "shrink_perturb": args.shrink_perturb, "replay": args.replay,
+                   "replay_valid_users": args.replay_valid_users, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

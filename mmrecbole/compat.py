@@ -124,9 +124,7 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=SafeYamlLoader)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------------------------
+# -- Models ----------------------------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
 def recbole_model_names() -> dict:
     """{model name: subpackage} for RecBole's models, read from the subpackages' __init__.py without importing
@@ -259,6 +257,10 @@ class TrueTimeOrderMixin:
 def dataset_of(dataloader):
     """The Dataset behind a RecBole dataloader (a private attribute in 1.2.1)."""
     return dataloader._dataset
+
+
+def sampler_of(dataloader):  # its negative / history sampler: private in 1.2.1 (our window loader has none)
+    return getattr(dataloader, "_sampler", None)
 
 
 def _interaction_rows(self, index):

@@ -173,7 +173,7 @@ NUMERIC_RANGES = {
     "edge_prune_ratio": _PROBABILITY,
     **{key: _AT_LEAST_ONE for key in ("epochs", "train_batch_size", "eval_batch_size", "eval_sequence_rows",
                                       "embedding_size", "hidden_size", "inner_size", "n_heads", "num_layers",
-                                      "stopping_step", "eval_step",
+                                      "adapter_experts", "stopping_step", "eval_step",
                                       "MAX_ITEM_LIST_LENGTH")},
 }
 

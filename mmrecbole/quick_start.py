@@ -11,12 +11,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from mmrecbole import checkpoint, compat, distributed, registry
+from mmrecbole import checkpoint, compat, distributed, refit_users, registry
 from mmrecbole.config import Config
 from mmrecbole.errors import CheckpointError, ConfigError, UserError
-from mmrecbole.data.build import build_dataloaders, create_dataset, ensure_dataset_files
+from mmrecbole.data.build import (build_dataloaders, create_dataset, ensure_dataset_files, restrict_evaluation,
+                                  restrict_training)
 from mmrecbole.features import attach_item_content
 from mmrecbole.log import setup_logging
 from mmrecbole.runs import RunResult
@@ -221,6 +223,24 @@ def _carried_settings(parent) -> dict:
     return {k: v for k, v in parent.config.items() if k in owned or k == "seed"}
 
 
+def _whom_to_refit(config, parent, users, data) -> tuple:
+    """(updated, trained): bool arrays by new internal user id of the users with interactions the parent never saw
+    and of the users the refit trains on (mmrecbole.refit_users). Read before `build`: the interactions are still
+    one row each then."""
+    counts = np.bincount(np.asarray(data.inter_feat[data.uid_field], dtype=np.int64), minlength=data.user_num)
+    updated = refit_users.updated_users(users.old_rows, users.new_rows,
+                                        np.diff(np.asarray(parent.history["indptr"])), counts)
+    replay, valid_users = config["refit_replay"], config["refit_valid_users"]
+    if not updated.any() and (replay < 1 or valid_users == "updated"):
+        raise ConfigError(f"{config['dataset']} holds no interaction that {parent.model} ({parent.dataset}) has not "
+                          "seen: refit_replay below 1.0 and refit_valid_users: updated need updated users")
+    trained = refit_users.replay_users(updated, replay, config["seed"])
+    logger.info(f"refit trains on {int(trained.sum())} users ({int(updated.sum())} with new interactions, "
+                f"refit_replay {replay} of the others) and validates on "
+                f"{'those ' + str(int(updated.sum())) if valid_users == 'updated' else 'all'}")
+    return updated, trained
+
+
 def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd_dict=None, cmd_text=None,
           saved=True, show_progress=None, log_dir="log", console_log=True) -> dict:
     """Continue training a saved model on a grown version of its dataset (newer interactions, new users and items).
@@ -229,9 +249,10 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
     start at zero or at the kept rows' mean (`refit_new_rows`; content models: plus their features), the optimizer's
     moments move with their rows; `refit_shrink` / `refit_perturb` < 1 / > 0 shrink the carried weights towards a
     fresh initialisation instead (Ash & Adams' shrink and perturb; the optimizer then starts afresh); training
-    early-stops on the new validation split and the test split is read once, as in `run`. Returns `run`'s dict plus
-    `parent` (the old checkpoint or bundle) and `refit` (kept / added / dropped counts). The new checkpoint's
-    metadata names its parent."""
+    early-stops on the new validation split (`refit_valid_users: updated`: the part of it of the users with new
+    interactions; `refit_replay` < 1 trains on those users plus that share of the others) and the test split is
+    read once, as in `run`. Returns `run`'s dict plus `parent` (the old checkpoint or bundle) and `refit` (kept /
+    added / dropped counts; users also updated / trained). The new checkpoint's metadata names its parent."""
     from mmrecbole.id_transfer import IdMap, restarts, shrink_perturb, transfer_optimizer_state, transfer_state
 
     parent, parent_ckpt = _refit_parent(checkpoint_path)
@@ -243,6 +264,11 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
     if restarted and contract.capabilities(config.model_class).fits_once:
         raise ConfigError(f"refit_shrink / refit_perturb apply to gradient-trained models; {parent.model} refits by "
                           "a warm-started fit of its carried factors: leave them at 1.0 / 0.0")
+    replay, valid_users = config["refit_replay"], config["refit_valid_users"]
+    refit_users.check_settings(replay, valid_users)
+    if replay < 1 and contract.capabilities(config.model_class).fits_once:
+        raise ConfigError(f"refit_replay applies to gradient-trained models; {parent.model} refits in one pass over "
+                          "all the data: leave it at 1.0")
     ensure_dataset_files(config)
     log_file = setup_logging(config, log_dir=log_dir, console=console_log)
     logger.info(config)
@@ -259,7 +285,11 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
             if ids.dropped:
                 logger.warning(f"refit: {len(ids.dropped)} {label} of the old model are not in {dataset} (e.g. "
                                f"{ids.dropped[:3]}): their parameters are dropped")
+        updated, trained = _whom_to_refit(config, parent, users, data)  # before build(), which reshapes data
         data, train, valid, test, model = build(config, data)
+        fit_train = restrict_training(config, train, trained) if replay < 1 else train
+        if valid_users == "updated":
+            valid = restrict_evaluation(config, "valid", valid, updated)
         old_state = {k: torch.as_tensor(v) for k, v in parent.state_dict.items()}
         new_state = model.state_dict()
         # perturb's noise is the fresh init; copied only when used (load_state_dict overwrites new_state's tensors)
@@ -278,9 +308,10 @@ def refit(checkpoint_path, dataset, config_file_list=None, config_dict=None, cmd
                 parent_ckpt.optimizer_state, trainer.optimizer.state_dict(), names, old_state, new_state, users, items))
         bars = config["show_progress"] if show_progress is None else show_progress
         fit_start = time.perf_counter()
-        best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
+        best_valid_score, best_valid_result = trainer.fit(fit_train, valid, saved=saved, show_progress=bars)
         train_seconds = time.perf_counter() - fit_start
-    summary = {"users": {"kept": len(users.old_rows) - 1, "added": len(users.added), "dropped": len(users.dropped)},
+    summary = {"users": {"kept": len(users.old_rows) - 1, "added": len(users.added), "dropped": len(users.dropped),
+                         "updated": int(updated.sum()), "trained": int(trained.sum())},
                "items": {"kept": len(items.old_rows) - 1, "added": len(items.added), "dropped": len(items.dropped)}}
     logger.info(f"refit from {trainer.parent_checkpoint}: {summary}")
     result = _finish(config, data, train, test, model, trainer, saved, bars, best_valid_score, best_valid_result,

@@ -1,6 +1,8 @@
 """Multimodal models: the shared contract, the planted known answer, cold-start items, missing modalities."""
+import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from mmrecbole import compat
 from mmrecbole.data.build import build_dataloaders, create_dataset
@@ -213,12 +215,58 @@ def test_id_dropout_hides_id_embeddings_only_in_training(planted_mm):
 
 
 @pytest.mark.parametrize("fusion", ["sum", "concat", "gate", "concat_raw"])
-@pytest.mark.parametrize("adapter", ["linear", "mlp", "whitening"])
+@pytest.mark.parametrize("adapter", ["linear", "mlp", "whitening", "moe"])
 def test_every_fusion_and_adapter_builds_item_vectors(planted_mm, fusion, adapter):
     encoder, dataset = _encoder(planted_mm, fusion=fusion, adapter=adapter)
     vectors = encoder()
     width = 32 * 3 if fusion == "concat_raw" else 32
     assert vectors.shape == (dataset.item_num, width) and torch.isfinite(vectors).all()
+
+
+def test_the_mixture_of_experts_adapter_mixes_whitening_experts_by_a_per_item_gate():
+    from mmrecbole.model.layers import MixtureOfWhiteningAdapter, WhiteningAdapter
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 5)
+    moe = MixtureOfWhiteningAdapter(5, 3, dropout=0.0, experts=3).eval()
+    for expert in moe.experts:
+        nn.init.normal_(expert.center)
+    # zero gate weights: every item averages its experts
+    expected = sum(expert(x) for expert in moe.experts) / 3
+    torch.testing.assert_close(moe(x), expected)
+    # a gate that sends item rows to one expert each, by the sign of the first feature: a numpy reference
+    with torch.no_grad():
+        moe.gate.zero_()
+        moe.gate[0, 0], moe.gate[0, 2] = 50.0, -50.0
+    w = [e.linear.weight.detach().numpy() for e in moe.experts]
+    c = [e.center.detach().numpy() for e in moe.experts]
+    xn = x.numpy()
+    logits = xn @ moe.gate.detach().numpy()
+    g = np.exp(logits - logits.max(1, keepdims=True))
+    g /= g.sum(1, keepdims=True)
+    reference = sum(g[:, [k]] * ((xn - c[k]) @ w[k].T) for k in range(3))
+    np.testing.assert_allclose(moe(x).detach().numpy(), reference, rtol=1e-5, atol=1e-5)
+    assert (g.max(1) > 0.99).all()  # each row is (almost) all one expert: the mixture really is per item
+    # one expert is the whitening adapter itself
+    one = MixtureOfWhiteningAdapter(5, 3, 0.0, experts=1).eval()
+    plain = WhiteningAdapter(5, 3, 0.0)
+    plain.load_state_dict(one.experts[0].state_dict())
+    torch.testing.assert_close(one(x), plain(x))
+    # training-time gates are noisy (UniSRec's noisy gating), evaluation ones are not
+    moe.train()
+    assert not torch.allclose(moe.gates(x), moe.gates(x))
+    moe.eval()
+    torch.testing.assert_close(moe.gates(x), moe.gates(x))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match=r"adapter_experts must be an integer >= 1, got "):
+            MixtureOfWhiteningAdapter(5, 3, 0.0, experts=bad)
+
+
+def test_the_moe_adapter_reads_its_expert_count(planted_mm):
+    encoder, _ = _encoder(planted_mm, adapter="moe", adapter_experts=3)
+    assert {len(adapter.experts) for adapter in encoder.adapters.values()} == {3}
+    with pytest.raises(ConfigError, match="adapter_experts"):
+        _encoder(planted_mm, adapter="moe", adapter_experts=0)
 
 
 def test_items_unseen_in_training_are_represented_by_content_alone(planted_mm):

@@ -14,7 +14,8 @@ from mmrecbole.leaderboard import load_spec
 
 #: Settings a board row sets on purpose: what the row compares (a modality, the ID, an auxiliary loss term), not
 #: how the model is trained.
-ROW_SUBJECT = {"modalities", "use_id", "id_dropout", "loss_weights", "text_encoder"}  # loss_weights: SSL ablation
+ROW_SUBJECT = {"modalities", "use_id", "id_dropout", "loss_weights", "text_encoder",  # loss_weights: SSL ablation
+               "adapter"}  # adapter: the mixture-of-experts ablation (amazon-office-moe.yaml)
 OURS = ("MMSASRec", "MMGRU4Rec")
 BOARDS = sorted(glob.glob(os.path.join(PROPERTIES_DIR, "leaderboard", "*.yaml")))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrecbole import checkpoint, quick_start
+from mmrecbole import checkpoint, compat, quick_start
 from mmrecbole.cli import main
 from mmrecbole.errors import CheckpointError, ConfigError
 from mmrecbole.id_transfer import IdMap, transfer_optimizer_state, transfer_state
@@ -89,7 +89,7 @@ def test_refit_carries_every_known_ids_parameters_and_names_its_parent(periods, 
     old = _train("BPR", "ringv1", periods, tmp_path / "old", epochs=5, embedding_size=16)
     # A learning rate of ~0: what comes out is what was carried over.
     new = _refit(old["checkpoint"], "ringv2", periods, tmp_path / "new", epochs=1, learning_rate=1e-12)
-    assert new["refit"] == {"users": {"kept": 60, "added": 40, "dropped": 0},
+    assert new["refit"] == {"users": {"kept": 60, "added": 40, "dropped": 0, "updated": 100, "trained": 100},
                             "items": {"kept": 40, "added": 20, "dropped": 0}}
     before, after = Recommender.load(old["bundle"]), Recommender.load(new["bundle"])
     renumbered = 0
@@ -230,3 +230,122 @@ def test_shrink_perturb_is_refused_for_models_that_refit_by_a_warm_fit(periods, 
     with pytest.raises(ConfigError, match="refit_shrink / refit_perturb apply to gradient-trained models; "
                                           "ImplicitALS refits by a warm-started fit"):
         _refit(old["checkpoint"], "ringv2", periods, tmp_path / "new", refit_shrink=0.5)
+
+
+# -- whom a refit trains and validates on (refit_replay, refit_valid_users) ----------------------------------------
+def test_updated_users_are_the_new_and_the_grown_and_replay_adds_a_share_of_the_others():
+    from mmrecbole.refit_users import replay_users, updated_users
+
+    # old internal ids 1..3 (counts 5, 4, 6) are new ids 3, 1, 2; new id 4 is a new user; row 0 is padding
+    updated = updated_users(old_rows=[0, 1, 2, 3], new_rows=[0, 3, 1, 2], old_counts=[0, 5, 4, 6],
+                            new_counts=[0, 4, 6, 5, 2])
+    assert updated.tolist() == [False, False, False, False, True]  # grown: none; id 4 new
+    updated = updated_users([0, 1, 2, 3], [0, 3, 1, 2], [0, 5, 4, 6], [0, 7, 6, 5, 2])
+    assert updated.tolist() == [False, True, False, False, True]  # new id 1 (old 2) went from 4 to 7
+    many = np.zeros(101, dtype=bool)
+    many[1:11] = True  # 10 updated users, 90 others
+    assert replay_users(many, 0.0, seed=0).sum() == 10 and replay_users(many, 1.0, seed=0).sum() == 100
+    half = replay_users(many, 0.5, seed=7)
+    assert half.sum() == 55 and half[1:11].all() and not half[0]
+    assert np.array_equal(half, replay_users(many, 0.5, seed=7))  # seeded
+    assert not np.array_equal(half, replay_users(many, 0.5, seed=8))
+
+
+def test_refit_replay_and_valid_users_are_checked():
+    from mmrecbole.refit_users import check_settings
+
+    for value in (1.5, -0.1, True, "half"):
+        with pytest.raises(ConfigError, match=r"refit_replay must be a number in \[0, 1\]"):
+            check_settings(value, "all")
+    with pytest.raises(ConfigError, match=r"refit_valid_users must be one of \['all', 'updated'\], got 'new'"):
+        check_settings(1.0, "new")
+
+
+def test_replaying_no_one_when_every_user_grew_is_the_full_refit(periods, tmp_path):
+    """In ringv2 every old user has three more steps and 40 users are new: no user is left out of the training or
+    of the validation, so the restricted loaders must reproduce the full refit metric for metric."""
+    settings = {"epochs": 4, "embedding_size": 16, "seed": 3}
+    old = _train("BPR", "ringv1", periods, tmp_path / "old", **settings)
+    full = _refit(old["checkpoint"], "ringv2", periods, tmp_path / "full", **settings)
+    focused = _refit(old["checkpoint"], "ringv2", periods, tmp_path / "focused", refit_replay=0.0,
+                     refit_valid_users="updated", **settings)
+    assert focused["refit"]["users"] == {"kept": 60, "added": 40, "dropped": 0, "updated": 100, "trained": 100}
+    assert focused["best_valid_score"] == full["best_valid_score"] and focused["test"] == full["test"]
+
+
+@pytest.fixture(scope="module")
+def half_grown(periods):
+    """'ringhalf': users 1-30 walk on (10 steps), users 31-60 stop where ringv1 did (7 steps), 20 new users 61-80."""
+    walks = dict(ring_walks(n_users=80, n_rings=2, ring_size=20, walk_length=10, seed=0))
+    histories = {str(u): [str(i) for i in walks[u][:10 if u <= 30 or u > 60 else 7]] for u in range(1, 81)}
+    write_histories(periods, histories, "ringhalf")
+    return {str(u) for u in list(range(1, 31)) + list(range(61, 81))}
+
+
+def _loader_users(loader):
+    """The internal user ids of a loader's batches (training or full-sort evaluation); our window loader's batches
+    carry no user ids: the users of the rows it cut its windows from, one sequence each."""
+    from mmrecbole.data.windows import SequenceWindowLoader
+
+    if isinstance(loader, SequenceWindowLoader):
+        users = set(compat.dataset_of(loader).inter_feat[compat.dataset_of(loader).uid_field].tolist())
+        assert len(loader._sequences) == len(users)
+        return users
+    users = set()
+    for batch in loader:
+        interaction = batch[0] if isinstance(batch, tuple) else batch
+        users.update(interaction[compat.dataset_of(loader).uid_field].tolist())
+    return users
+
+
+@pytest.mark.parametrize("model, extra", [("BPR", {"embedding_size": 16}),
+                                          ("SASRec", {**SEQ, "epochs": 2}),
+                                          ("MMSASRec", {**SEQ, "modalities": [], "window_context": 4})])
+def test_a_refit_trains_and_validates_on_the_updated_users_and_the_replayed_share(periods, half_grown, tmp_path,
+                                                                                    monkeypatch, model, extra):
+    from mmrecbole.data import build as data_build
+
+    settings = {"epochs": 2, **extra}
+    old = _train(model, "ringv1", periods, tmp_path / "old", **settings)
+    seen = {}
+    for name in ("restrict_training", "restrict_evaluation"):
+        original = getattr(data_build, name)
+
+        def spy(*args, _original=original, _name=name):
+            seen[_name] = (_original(*args), args[-2])
+            return seen[_name][0]
+        monkeypatch.setattr(quick_start, name, spy)
+    new = _refit(old["bundle"], "ringhalf", periods, tmp_path / "new", refit_replay=0.5, refit_valid_users="updated",
+                 **settings)
+    assert new["refit"]["users"] == {"kept": 60, "added": 20, "dropped": 0, "updated": 50, "trained": 65}
+    tokens = Recommender.load(new["bundle"]).bundle.user_ids
+    trained_loader, full_train = seen["restrict_training"]
+    trained = {tokens[u] for u in _loader_users(trained_loader)}
+    assert half_grown <= trained and len(trained) == 65  # every updated user and 15 of the 30 others
+    assert len(_loader_users(full_train)) == 80
+    valid_loader, full_valid = seen["restrict_evaluation"]
+    assert {tokens[u] for u in _loader_users(valid_loader)} == half_grown
+    # the restricted validation masks what the full one masks, user by user
+    def masked(loader):
+        out = {}
+        for interaction, history, _, _ in loader:
+            rows = interaction[compat.dataset_of(loader).uid_field].tolist()
+            for u in rows:
+                out.setdefault(u, set())
+            if history is not None:
+                for r, i in zip(history[0].tolist(), history[1].tolist()):
+                    out[rows[r]].add(i)
+        return out
+    restricted, full = masked(valid_loader), masked(full_valid)
+    assert restricted and all(restricted[u] == full[u] for u in restricted)
+    assert sum(map(len, restricted.values())) > 0
+
+
+def test_refit_replay_is_refused_for_one_pass_models_and_without_updated_users(periods, tmp_path):
+    als = _train("ImplicitALS", "ringv1", periods, tmp_path / "als")
+    with pytest.raises(ConfigError, match="refit_replay applies to gradient-trained models; ImplicitALS refits in "
+                                          "one pass"):
+        _refit(als["checkpoint"], "ringv2", periods, tmp_path / "new", refit_replay=0.5)
+    bpr = _train("BPR", "ringv1", periods, tmp_path / "bpr", epochs=1)
+    with pytest.raises(ConfigError, match="ringv1 holds no interaction that BPR .ringv1. has not seen"):
+        _refit(bpr["checkpoint"], "ringv1", periods, tmp_path / "same", epochs=1, refit_valid_users="updated")

@@ -103,6 +103,55 @@ def check_topk(config, dataset) -> None:
                           f"--valid_metric={str(config['valid_metric']).split('@')[0]}@{min(5, items)}")
 
 
+def _train_loader(config, train_set, sampler):
+    """The training loader of a non-knowledge model: RecBole's, or our window loader for train_mode all_positions."""
+    from recbole.data.utils import get_dataloader
+
+    if (config["train_mode"] or "prefix") == "all_positions":
+        if not contract.capabilities(config.model_class).supports_all_positions:
+            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; "
+                              "use train_mode: prefix")
+        train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
+    else:
+        train = get_dataloader(config, "train")(config, train_set, sampler, shuffle=config["shuffle"])
+    if isinstance(getattr(train, "sampler", None), torch.utils.data.distributed.DistributedSampler):
+        train.sampler.seed = int(config["seed"])  # RecBole leaves it 0: under DDP every seed shuffled alike
+    return train
+
+
+def _eval_loader(config, phase, split, sampler):
+    from recbole.data.utils import get_dataloader
+
+    return score_bounded(get_dataloader(config, phase))(config, split, sampler, shuffle=False)
+
+
+def _user_rows(split, keep_users):
+    """`split` (a RecBole dataset) with only the rows of the users where `keep_users` (bool, by internal id) is
+    True."""
+    users = split.inter_feat[split.uid_field].long()
+    return split.copy(split.inter_feat[torch.as_tensor(keep_users, dtype=torch.bool)[users]])
+
+
+def restrict_training(config, train, keep_users):
+    """A training loader like `train` over only the kept users' rows (a refit's replay, mmrecbole.id_transfer): the
+    model, built from the whole split, and the negative sampler, which knows every training item of a user, are
+    unchanged. Knowledge-aware loaders are not supported."""
+    if config["MODEL_TYPE"].name == "KNOWLEDGE":
+        raise ConfigError(f"refit_replay below 1.0 is not supported for knowledge-aware models ({config['model']})")
+    return _train_loader(config, _user_rows(compat.dataset_of(train), keep_users), compat.sampler_of(train))
+
+
+def restrict_evaluation(config, phase, loader, keep_users):
+    """An evaluation loader of `phase` ("valid" or "test") like `loader` over only the kept users, masking what
+    `loader` masks: a sequential loader's seen items are carried over; a general loader's come from the sampler,
+    which is shared."""
+    restricted = _eval_loader(config, phase, _user_rows(compat.dataset_of(loader), keep_users),
+                              compat.sampler_of(loader))
+    if getattr(loader, "seen_items", None) is not None:
+        restricted.set_seen_items(loader.seen_items)
+    return restricted
+
+
 def build_dataloaders(config, dataset):
     """(train, valid, test) dataloaders: RecBole's `data_preparation` minus its dataloader pickle cache."""
     from recbole.data.utils import KGSampler, create_samplers, get_dataloader
@@ -120,16 +169,9 @@ def build_dataloaders(config, dataset):
         )
         train = get_dataloader(config, "train")(config, train_set, train_sampler, kg_sampler, shuffle=True)
     else:
-        train = get_dataloader(config, "train")(config, train_set, train_sampler, shuffle=config["shuffle"])
-    if (config["train_mode"] or "prefix") == "all_positions":
-        if not contract.capabilities(config.model_class).supports_all_positions:
-            raise ConfigError(f"train_mode: all_positions is not supported by {config['model']}; "
-                              "use train_mode: prefix")
-        train = SequenceWindowLoader(config, train_set, shuffle=config["shuffle"])
-    if isinstance(getattr(train, "sampler", None), torch.utils.data.distributed.DistributedSampler):
-        train.sampler.seed = int(config["seed"])  # RecBole leaves it 0: under DDP every seed shuffled alike
-    valid = score_bounded(get_dataloader(config, "valid"))(config, valid_set, valid_sampler, shuffle=False)
-    test = score_bounded(get_dataloader(config, "test"))(config, test_set, test_sampler, shuffle=False)
+        train = _train_loader(config, train_set, train_sampler)
+    valid = _eval_loader(config, "valid", valid_set, valid_sampler)
+    test = _eval_loader(config, "test", test_set, test_sampler)
     if config["mask_seen_items"] and config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         for loader, history in ((valid, [train_set]), (test, [train_set, valid_set])):
             if isinstance(loader, ScoreBoundedFullSortEvalDataLoader):

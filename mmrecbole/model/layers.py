@@ -20,7 +20,7 @@ from mmrecbole.features.aligned import checked_modalities, item_content
 
 logger = logging.getLogger(__name__)
 
-ADAPTERS = ("linear", "mlp", "whitening")
+ADAPTERS = ("linear", "mlp", "whitening", "moe")
 FEATURE_NORMS = ("none", "l2", "standardize")
 FUSIONS = ("sum", "concat", "gate", "concat_raw")
 
@@ -69,19 +69,50 @@ class WhiteningAdapter(nn.Module):
         return self.linear(self.dropout(x) - self.center)
 
 
-def build_adapter(kind, in_dim, out_dim, dropout):
+class MixtureOfWhiteningAdapter(nn.Module):
+    """UniSRec's mixture-of-experts adaptor (Hou et al., KDD 2022): `experts` parametric-whitening adapters whose
+    outputs are mixed per item by a softmax gate over a linear function of the item's features. The gate starts
+    uniform (zero weights); in training its logits get Gaussian noise whose scale is learned per item and expert
+    (softplus of a second linear map, plus 0.01), as UniSRec's noisy gating does, so that the experts specialise
+    instead of moving together. One expert is the plain whitening adapter."""
+
+    NOISE_FLOOR = 1e-2
+
+    def __init__(self, in_dim, out_dim, dropout, experts):
+        super().__init__()
+        if isinstance(experts, bool) or not isinstance(experts, int) or experts < 1:
+            raise ConfigError(f"adapter_experts must be an integer >= 1, got {experts!r}")
+        self.experts = nn.ModuleList(WhiteningAdapter(in_dim, out_dim, dropout) for _ in range(experts))
+        self.gate = nn.Parameter(torch.zeros(in_dim, experts))
+        self.noise = nn.Parameter(torch.zeros(in_dim, experts))
+
+    def gates(self, x):
+        """[n, experts] mixing weights of the rows of `x` (noisy in training)."""
+        logits = x @ self.gate
+        if self.training:
+            logits = logits + torch.randn_like(logits) * (F.softplus(x @ self.noise) + self.NOISE_FLOOR)
+        return F.softmax(logits, dim=-1)
+
+    def forward(self, x):
+        outputs = torch.stack([expert(x) for expert in self.experts], dim=-2)  # [n, experts, out_dim]
+        return (self.gates(x).unsqueeze(-1) * outputs).sum(dim=-2)
+
+
+def build_adapter(kind, in_dim, out_dim, dropout, experts=1):
     if kind == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
     if kind == "mlp":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, 2 * out_dim), nn.GELU(), nn.Dropout(dropout),
                              nn.Linear(2 * out_dim, out_dim))
+    if kind == "moe":
+        return MixtureOfWhiteningAdapter(in_dim, out_dim, dropout, experts)
     return WhiteningAdapter(in_dim, out_dim, dropout)
 
 
 class ItemContentEncoder(nn.Module):
     """One vector per item from its feature tables and (optionally) its ID embedding.
 
-    Per modality: frozen feature buffer -> adapter (`adapter`: linear | mlp | whitening) -> a learned "missing" vector
+    Per modality: frozen feature buffer -> adapter (`adapter`: linear | mlp | whitening | moe) -> a learned "missing" vector
     replaces items without that modality (and, in training, items dropped with probability `modality_dropout`).
     Fusion (`fusion`): `sum` of ID embedding and content vectors; `concat` of them followed by a linear projection;
     `gate`: a learned softmax weight per item over the sources; `concat_raw`: plain concatenation (VBPR's layout,
@@ -102,6 +133,7 @@ class ItemContentEncoder(nn.Module):
         if fusion is not None and fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
         adapter = _choice(config, "adapter", ADAPTERS)
+        experts = config["adapter_experts"] if adapter == "moe" else 1
         adapter_dropout = _probability(config, "adapter_dropout")
         self.modality_dropout = _probability(config, "modality_dropout")
         # DropoutNet's idea (Volkovs et al. 2017): hide some items' ID embeddings in training so that the model also
@@ -118,7 +150,7 @@ class ItemContentEncoder(nn.Module):
             # Persistent: a checkpoint carries the exact features it was trained with.
             self.register_buffer(f"features_{modality}", matrix)
             self.register_buffer(f"mask_{modality}", mask)
-            self.adapters[modality] = build_adapter(adapter, matrix.shape[1], dim, adapter_dropout)
+            self.adapters[modality] = build_adapter(adapter, matrix.shape[1], dim, adapter_dropout, experts)
             self.missing[modality] = nn.Parameter(torch.randn(dim) * 0.02)
 
         n_sources = len(self.modalities) + int(self.use_id)
