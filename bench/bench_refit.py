@@ -19,7 +19,8 @@ end of increment t (amazon-office's same-day ties keep the file's order, which i
             gradient-trained models only
 Each is measured on version t's test split (every user's last interaction), averaged over the users whose test
 interaction lies in increment t (the users the update is for): NDCG@10 and Recall@20, plus Recall@20 over the users
-whose test item is new in increment t (content models can rank those; ID models cannot). Seconds: training time of
+whose test item is new in increment t (content models can rank those; ID models cannot), and NDCG@10 / Recall@20
+over the other users (test interaction before increment t: what an update must not forget). Seconds: training time of
 refit and scratch. The content model reads the dataset's feature tables (ml-100k-mm: text and posters;
 amazon-office: text), relabelled per version (the items' content does not change between versions).
 
@@ -118,8 +119,12 @@ def increment_scores(result, work, name, previous_cut, items_before):
     fresh = [user for user, (_, when) in last.items() if when > previous_cut and user in index]
     new_item = [user for user in fresh if last[user][0] not in items_before]
     mean = lambda key, users: float(np.mean([per_user[key][index[x]] for x in users])) if users else None  # noqa
+    fresh_set = set(fresh)
+    others = [user for user in index if user not in fresh_set]  # earlier test interactions: forgetting shows here
     return {"users": len(fresh), "ndcg@10": mean("ndcg@10", fresh), "recall@20": mean("recall@20", fresh),
-            "new_item_users": len(new_item), "new_item_recall@20": mean("recall@20", new_item)}
+            "new_item_users": len(new_item), "new_item_recall@20": mean("recall@20", new_item),
+            "other_users": len(others), "other_ndcg@10": mean("ndcg@10", others),
+            "other_recall@20": mean("recall@20", others)}
 
 
 def items_of(work, name) -> set:

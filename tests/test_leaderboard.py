@@ -450,6 +450,17 @@ def test_a_baseline_at_zero_gets_a_difference_instead_of_a_percentage():
     assert "+0.0500" in row and "nan" not in row
 
 
+def test_the_validation_column_names_the_validation_metric_not_the_significance_one():
+    from mmrecbole.leaderboard import report, stats
+
+    run = {"test": {"recall@20": 0.05}, "uses_content": False, "best_valid_score": 0.03, "valid_metric": "NDCG@10"}
+    spec = LeaderboardSpec(dataset="plantedmm", seeds=[1], models=[ModelEntry("Pop", "A")],
+                           significance_metric="recall@20")
+    text = report.markdown(spec, {"A": stats.summarize([run])}, {}, "A", report.environment(), [])
+    header = next(line for line in text.splitlines() if "best epoch" in line)
+    assert "| valid ndcg@10 |" in header and "valid recall@20" not in text
+
+
 def test_every_setting_but_presentation_and_seed_is_in_the_run_key(ring_data_path):
     settings = {**FAST, "data_path": ring_data_path, "modalities": [], "train_mode": "all_positions"}
     config = Config("MMSASRec", "planted", config_dict=settings)

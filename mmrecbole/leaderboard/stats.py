@@ -33,8 +33,10 @@ def group_by_label(records, labels):
 
 
 def summarize(runs) -> dict:
-    """{"n": seeds, "test": {metric: (mean, std)}, field: (mean, std), "uses_content": bool}."""
-    summary = {"n": len(runs), "uses_content": bool(runs[0].get("uses_content")), "test": {}}
+    """{"n": seeds, "test": {metric: (mean, std)}, field: (mean, std), "uses_content": bool, "valid_metric": the
+    metric best_valid_score is of (None in records that predate it)}."""
+    summary = {"n": len(runs), "uses_content": bool(runs[0].get("uses_content")), "test": {},
+               "valid_metric": runs[0].get("valid_metric")}
     for metric in runs[0]["test"]:
         values = np.array([r["test"][metric] for r in runs], dtype=float)
         summary["test"][metric] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
