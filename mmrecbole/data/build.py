@@ -133,7 +133,7 @@ def _user_rows(split, keep_users):
 
 
 def restrict_training(config, train, keep_users):
-    """A training loader like `train` over only the kept users' rows (a refit's replay, mmrecbole.id_transfer): the
+    """A training loader like `train` over only the kept users' rows (a refit's replay, mmrecbole.refit_users): the
     model, built from the whole split, and the negative sampler, which knows every training item of a user, are
     unchanged. Knowledge-aware loaders are not supported."""
     if config["MODEL_TYPE"].name == "KNOWLEDGE":

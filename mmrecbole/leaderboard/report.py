@@ -216,7 +216,8 @@ def markdown(spec, summaries, tests, baseline, env, failures, tuning=None) -> st
     # best_valid_score is of the protocol's valid_metric, which need not be the significance metric
     valid_metric = next((s["valid_metric"] for s in summaries.values() if s.get("valid_metric")), None)
     header = ["Model"] + [f"{_name(m)} {'↑' if BEYOND[m.split('@')[0]] else '↓'}" for m in beyond] + [
-        f"valid {str(valid_metric).lower() if valid_metric else 'score'}", "best epoch", "train s", "test s", "peak MB", "parameters"]
+        f"valid {str(valid_metric).lower() if valid_metric else 'score'}", "best epoch", "train s", "test s",
+        "peak MB", "parameters"]
     rows, bold = [], {}
     for label in labels:
         s = summaries[label]

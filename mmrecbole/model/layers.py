@@ -112,8 +112,8 @@ def build_adapter(kind, in_dim, out_dim, dropout, experts=1):
 class ItemContentEncoder(nn.Module):
     """One vector per item from its feature tables and (optionally) its ID embedding.
 
-    Per modality: frozen feature buffer -> adapter (`adapter`: linear | mlp | whitening | moe) -> a learned "missing" vector
-    replaces items without that modality (and, in training, items dropped with probability `modality_dropout`).
+    Per modality: frozen feature buffer -> adapter (`adapter`: linear | mlp | whitening | moe) -> a learned "missing"
+    vector replaces items without that modality (and, in training, items dropped with probability `modality_dropout`).
     Fusion (`fusion`): `sum` of ID embedding and content vectors; `concat` of them followed by a linear projection;
     `gate`: a learned softmax weight per item over the sources; `concat_raw`: plain concatenation (VBPR's layout,
     `out_dim` = dim x sources). `use_id: false` drops the ID embedding (an inductive, ID-free model).
